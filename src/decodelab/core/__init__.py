@@ -1,0 +1,1 @@
+"""Pure tensor functions: sampling, token trees, verification. No model, no I/O."""

@@ -1,0 +1,1 @@
+"""One decoding loop per family; methods plug into them."""

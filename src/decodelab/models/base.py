@@ -1,0 +1,96 @@
+"""The CausalLM protocol every decoding loop talks to, and helpers built only on it.
+
+Capabilities an adapter may declare (the registry refuses a method whose needs are missing):
+  "tree_mask"      forward() takes a [N, N] attention mask among the new tokens
+  "hidden_states"  forward(hidden=True) returns the last hidden states
+  "batch"          forward() takes [B, N] ids; select(rows) keeps/reorders/repeats cache rows
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass
+class Step:
+    logits: torch.Tensor  # [N, V] (or [B, N, V] when batched)
+    hidden: torch.Tensor | None = None  # [N, H]
+
+
+@dataclass
+class Counter:
+    """What a model did, for the bench: forward calls and tokens scored (prefill separate)."""
+
+    forwards: int = 0
+    tokens: int = 0
+    prefill_forwards: int = 0
+    prefill_tokens: int = 0
+
+    def count(self, tokens: int) -> None:
+        self.forwards += 1
+        self.tokens += tokens
+
+    def as_prefill(self, tokens: int) -> None:
+        """Re-book the last forward (of `tokens` tokens) as prefill."""
+        self.forwards -= 1
+        self.tokens -= tokens
+        self.prefill_forwards += 1
+        self.prefill_tokens += tokens
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    capabilities: frozenset[str]
+    tokenizer: object | None
+    vocab_size: int
+    max_length: int | None  # context length in tokens, None if unbounded
+    counter: Counter
+
+    @property
+    def cache_len(self) -> int: ...  # tokens held in the KV cache
+
+    @property
+    def cached_ids(self) -> torch.Tensor: ...  # [cache_len] the tokens the cache holds (row 0)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor | None = None,
+                hidden: bool = False) -> Step: ...
+
+    def truncate(self, n: int) -> None: ...  # keep the first n cached tokens
+
+    def commit(self, keep: list[int] | torch.Tensor) -> None: ...  # keep these of the last forward's tokens
+
+    def reset(self) -> None: ...  # empty the cache
+
+    def fresh(self) -> "CausalLM": ...  # same weights, own cache and counter
+
+    @property
+    def eos_token_ids(self) -> list[int]: ...
+
+
+def prefill(model: CausalLM, ids: torch.Tensor) -> Step | None:
+    """Forward ids [T] at the next positions, booked as prefill. Nothing to do for T = 0."""
+    if len(ids) == 0:
+        return None
+    start = model.cache_len
+    step = model.forward(ids, torch.arange(start, start + len(ids)))
+    model.counter.as_prefill(len(ids))
+    return step
+
+
+def sync(model: CausalLM, ctx: torch.Tensor) -> torch.Tensor:
+    """Bring the cache to hold exactly ctx and return the logits after ctx[-1]. ctx: [T] -> [V].
+
+    Keeps the longest cached prefix that agrees with ctx and forwards only the rest, so a drafter
+    whose guesses were partly rejected re-uses its cache without bookkeeping of its own.
+    """
+    cached = model.cached_ids
+    n = min(len(cached), len(ctx) - 1)  # always re-score at least ctx[-1] to get its logits
+    if n > 0:
+        diff = (cached[:n] != ctx[:n]).nonzero()
+        if len(diff):
+            n = int(diff[0])
+    model.truncate(n)
+    new = ctx[n:]
+    return model.forward(new, torch.arange(n, len(ctx))).logits[-1]

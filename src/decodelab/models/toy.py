@@ -1,0 +1,92 @@
+"""ToyLM: an exact, known next-token table behind the CausalLM protocol, for distribution tests.
+
+The next-token logits depend only on the last `order` (1 or 2) tokens of the context:
+logits = table[prev] (order 1) or table[prev2, prev] (order 2). With order 2 and a context of one
+token, prev2 is token 0. Tree forwards are exact: a node's context is the cache plus its
+ancestors under the tree mask.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Counter, Step
+
+
+class ToyLM:
+    capabilities = frozenset({"tree_mask", "batch"})
+    tokenizer = None
+    max_length = None
+
+    def __init__(self, table: torch.Tensor, eos_token_id: int | None = None):
+        if table.ndim not in (2, 3) or any(s != table.shape[-1] for s in table.shape):
+            raise ValueError("table must be [V, V] (order 1) or [V, V, V] (order 2)")
+        self.table = table.float()
+        self.order = table.ndim - 1
+        self.vocab_size = table.shape[-1]
+        self._eos = eos_token_id
+        self.counter = Counter()
+        self.reset()
+
+    @classmethod
+    def random(cls, vocab_size: int, order: int = 1, seed: int = 0, scale: float = 2.0,
+               eos_token_id: int | None = None) -> "ToyLM":
+        g = torch.Generator().manual_seed(seed)
+        shape = (vocab_size,) * (order + 1)
+        return cls(torch.randn(shape, generator=g) * scale, eos_token_id=eos_token_id)
+
+    def fresh(self) -> "ToyLM":
+        return ToyLM(self.table, eos_token_id=self._eos)
+
+    def reset(self) -> None:
+        self._ids = torch.empty(1, 0, dtype=torch.long)
+        self._base = 0
+
+    @property
+    def cache_len(self) -> int:
+        return self._ids.shape[1]
+
+    @property
+    def cached_ids(self) -> torch.Tensor:
+        return self._ids[0]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return [] if self._eos is None else [self._eos]
+
+    def next_logits(self, context: list[int]) -> torch.Tensor:
+        """Exact logits after `context` (a non-empty list of ids). [V]"""
+        if self.order == 1:
+            return self.table[context[-1]]
+        prev2 = context[-2] if len(context) > 1 else 0
+        return self.table[prev2, context[-1]]
+
+    def forward(self, ids, positions, tree_mask=None, hidden=False) -> Step:
+        if hidden:
+            raise NotImplementedError("ToyLM has no hidden states")
+        batched = ids.ndim == 2
+        ids2 = ids if batched else ids[None]
+        n = ids2.shape[1]
+        mask = tree_mask if tree_mask is not None else torch.tril(torch.ones(n, n, dtype=torch.bool))
+        rows = []
+        for b in range(ids2.shape[0]):
+            cached, new = self._ids[b].tolist(), ids2[b].tolist()
+            rows.append(torch.stack([
+                self.next_logits(cached + [new[j] for j in range(n) if mask[i, j]]) for i in range(n)
+            ]))
+        self._base = self.cache_len
+        self._ids = torch.cat([self._ids, ids2], dim=1)
+        self.counter.count(ids2.numel())
+        logits = torch.stack(rows)  # [B, N, V]
+        return Step(logits=logits if batched else logits[0])
+
+    def truncate(self, n: int) -> None:
+        self._ids = self._ids[:, :n]
+        self._base = min(self._base, n)
+
+    def commit(self, keep) -> None:
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        self._ids = torch.cat([self._ids[:, : self._base], self._ids[:, self._base + keep]], dim=1)
+        self._base = self.cache_len
+
+    def select(self, rows: torch.Tensor) -> None:
+        self._ids = self._ids[rows]
