@@ -1,0 +1,152 @@
+"""`decodelab bench` and `decodelab bench report`.
+
+Exit codes: 0 all rows ok; 1 some row FAILED (a lossless row differing from greedy, or a row that
+raised; the results are still written); 2 bad input; 130 interrupted (partial results written).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import DecodeLabError
+
+SUITE_KEYS = {"workloads", "models", "limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers",
+              "out", "device", "ray"}
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark decoding methods side by side with transformers generate()",
+                       description="Run methods and transformers peers on the same model, prompts and settings; "
+                                   "write results.json, results.md and PNG plots.")
+    p.add_argument("--workload", action="append", help="humaneval | code-heldout | tasks | tasks:NAME | synthetic "
+                                                        "(repeatable; default humaneval)")
+    p.add_argument("--method", action="append", metavar="NAME[:k=v,...]",
+                   help="a row: method with options, e.g. sps:gamma=4 or sps:budget=5, or a peer hf:assisted:budget=5 "
+                        "(repeatable; default every method the model can serve)")
+    p.add_argument("--suite", help="TOML suite file: [[method]] rows and a [bench] table of settings")
+    p.add_argument("--model", action="append", help="target model dir or zoo:NAME (repeatable; default: the zoo "
+                                                     "model of each workload)")
+    p.add_argument("--draft", action="append", help="draft model, one for all models or one per --model")
+    p.add_argument("--limit", type=int, help="first N prompts of each workload")
+    p.add_argument("--repeats", type=int, help="timed repeats per prompt (default 3)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up generations per row (default 1)")
+    p.add_argument("--max-new-tokens", type=int, help="override the workload's max new tokens")
+    p.add_argument("--seed", type=int, help="workload and sampling seed (default 0)")
+    p.add_argument("--respect-eos", dest="ignore_eos", action="store_false", default=None,
+                   help="stop at end-of-sequence (default: ignore it, so every row generates the same count)")
+    p.add_argument("--no-peers", dest="peers", action="store_false", default=None,
+                   help="leave out the transformers generate() rows")
+    p.add_argument("--out", help="output directory (default bench-out)")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--ray", metavar="ADDRESS", help="fan the grid out as Ray tasks ('local' starts a local Ray)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+    rsub = p.add_subparsers(metavar="SUBCOMMAND")
+    r = rsub.add_parser("report", help="re-render results.md and plots from a results JSON")
+    r.add_argument("results", help="results.json written by decodelab bench")
+    r.add_argument("--out", help="output directory (default: the JSON's directory)")
+    r.add_argument("--no-plots", action="store_true")
+    r.set_defaults(func=cmd_report)
+
+
+def _settings(args) -> tuple[dict, list]:
+    """Merge the suite file's [bench] table and the command line (the command line wins)."""
+    from .rows import load_suite, parse_row
+
+    opts, rows = {}, []
+    if args.suite:
+        rows, opts = load_suite(args.suite)
+        unknown = sorted(set(opts) - SUITE_KEYS)
+        if unknown:
+            raise DecodeLabError(f"suite file '{args.suite}': unknown [bench] key(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(SUITE_KEYS))}")
+    for key in ("limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers", "out", "device", "ray"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    if args.workload:
+        opts["workloads"] = args.workload
+    if args.model:
+        drafts = args.draft or []
+        if len(drafts) > 1 and len(drafts) != len(args.model):
+            raise DecodeLabError("give one --draft for all models or one per --model")
+        opts["models"] = [{"target": m, "draft": drafts[0] if len(drafts) == 1 else (drafts[i] if drafts else None)}
+                          for i, m in enumerate(args.model)]
+    elif args.draft:
+        raise DecodeLabError("--draft needs --model")
+    rows += [parse_row(m) for m in args.method or []]
+    return opts, rows
+
+
+def cmd_bench(args) -> int:
+    from . import grid, report
+    from .rows import make_row
+    from .runner import Settings
+
+    opts, rows = _settings(args)
+    names = opts.get("workloads", ["humaneval"])
+    if isinstance(names, str):
+        names = [names]
+    models = [(m, None) if isinstance(m, str) else (m["target"], m.get("draft")) for m in opts.get("models", [])]
+    cells = grid.cells_for(models, list(names))  # unknown workload: fails here, before loading
+    strict = bool(rows)
+    if not rows:
+        from ..registry import all_methods
+
+        rows = [make_row(name, {}) for name in all_methods()]
+    settings = Settings(repeats=opts.get("repeats", 3), warmup=opts.get("warmup", 1), seed=opts.get("seed", 0),
+                        limit=opts.get("limit"), max_new_tokens=opts.get("max_new_tokens"),
+                        ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"))
+    _quiet_transformers()
+    results = grid.run(cells, rows, settings, peers_on=opts.get("peers", True), ray=opts.get("ray"),
+                       progress=not args.no_progress, strict=strict)
+    out = opts.get("out", "bench-out")
+    path = report.save(results, out)
+    written = report.render(results, out, plots=not args.no_plots)
+    print(report.markdown(results))
+    print(f"wrote {path}, " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return _exit_code(results)
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from . import report
+
+    results = report.load(args.results)
+    out = args.out or Path(args.results).parent
+    written = report.render(results, out, plots=not args.no_plots)
+    print(report.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def _exit_code(results: dict) -> int:
+    fails = [r for r in results["rows"] if r["status"].startswith("FAIL")]
+    for r in fails:
+        print(f"decodelab: bench row {r['row']} ({r['workload']}) {r['status']}", file=sys.stderr)
+    if results["partial"]:
+        print("decodelab: interrupted; partial results written", file=sys.stderr)
+        return 130
+    return 1 if fails else 0
+
+
+def _quiet_transformers() -> None:
+    """transformers warns once per call about generation flags; the bench output is the report."""
+    try:
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def main(argv=None) -> int:  # pragma: no cover  (python -m decodelab.bench.cli)
+    from ..cli import main as top
+
+    return top(["bench", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""From raw records to row figures: pure arithmetic, no model, no clock.
+
+Per row (all figures from the unit that reports the row, so every ratio is inside one run):
+  tokens/s       per prompt: new tokens / median seconds over repeats; the row: median over
+                 prompts, spread = interquartile range [q25, q75]
+  speedup        per prompt: row tokens/s / reference tokens/s (our greedy; transformers greedy);
+                 the row: median over prompts, with its IQR
+  tau            tokens committed / target forwards (bonus included; 1.0 for greedy)
+  efficiency     speedup vs our greedy / tau: the share of the ideal speedup the row realises
+  forwards/token target (and draft) forwards per generated token
+  tokens/target forward  tokens scored per target forward: the compute budget actually spent
+  peak memory    the highest peak over the row's generations (MiB)
+  exact match    share of prompts whose output equals the reference greedy output; for every row
+                 that claims greedy equality. Below 1.0 the row FAILS (status and table say so).
+  quality        perplexity of the generated tokens under the target, or task accuracy, and the
+                 delta to our greedy
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from .rows import Row
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), 0 <= q <= 1."""
+    s = sorted(xs)
+    pos = (len(s) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def spread(xs: list[float]) -> dict | None:
+    """median and interquartile range of xs (None when empty)."""
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "q25": quantile(xs, 0.25), "q75": quantile(xs, 0.75), "n": len(xs)}
+
+
+def per_prompt_tps(records: list[dict], row: str) -> dict[int, float]:
+    """prompt -> new tokens / median seconds over that prompt's repeats."""
+    secs, toks = defaultdict(list), {}
+    for r in records:
+        if r["row"] == row:
+            secs[r["prompt"]].append(r["seconds"])
+            toks[r["prompt"]] = r["new_tokens"]
+    return {p: toks[p] / statistics.median(s) for p, s in secs.items() if statistics.median(s) > 0}
+
+
+def speedups(records: list[dict], row: str, ref: str) -> list[float]:
+    """Per-prompt tokens/s ratios row / ref, over the prompts both completed."""
+    a, b = per_prompt_tps(records, row), per_prompt_tps(records, ref)
+    return [a[p] / b[p] for p in sorted(a) if p in b and b[p] > 0]
+
+
+def exact_match(outputs: dict[str, list[list[int]]], row: str, ref: str) -> dict | None:
+    if row not in outputs or ref not in outputs:
+        return None
+    pairs = list(zip(outputs[row], outputs[ref]))
+    if not pairs:
+        return None
+    same = sum(a == b for a, b in pairs)
+    return {"rate": same / len(pairs), "matched": same, "prompts": len(pairs),
+            "first_mismatch": next((i for i, (a, b) in enumerate(pairs) if a != b), None)}
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def row_summary(unit_result: dict, row: Row) -> dict:
+    """The figures of one row, from the unit result (run_unit's dict) that measured it."""
+    recs = [r for r in unit_result["records"] if r["row"] == row.label]
+    unit = unit_result["unit"]
+    out = {"row": row.label, "method": row.method, "peer": row.peer, "options": dict(row.options),
+           "model": unit["model"], "draft": unit["draft"], "workload": unit["workload"], "unit": unit["uid"],
+           "generations": len(recs), "prompts": len({r["prompt"] for r in recs}),
+           "error": unit_result["errors"].get(row.label), "partial": unit_result["partial"]}
+    tps = per_prompt_tps(unit_result["records"], row.label)
+    out["tokens_per_s"] = spread(list(tps.values()))
+    for key, ref in (("speedup_vs_greedy", "greedy"), ("speedup_vs_hf_greedy", "hf:greedy")):
+        out[key] = spread(speedups(unit_result["records"], row.label, ref))
+    tot = {k: sum(r[k] for r in recs) for k in ("new_tokens", "target_forwards", "target_tokens_scored",
+                                                  "draft_forwards", "draft_tokens_scored", "committed_total",
+                                                  "committed_steps")}
+    out["new_tokens"] = tot["new_tokens"]
+    out["tau"] = _ratio(tot["committed_total"], tot["committed_steps"])
+    sp = out["speedup_vs_greedy"]
+    out["efficiency"] = _ratio(sp["median"], out["tau"]) if sp and out["tau"] else None
+    out["target_forwards_per_token"] = _ratio(tot["target_forwards"], tot["new_tokens"])
+    out["draft_forwards_per_token"] = _ratio(tot["draft_forwards"], tot["new_tokens"])
+    out["tokens_per_target_forward"] = _ratio(tot["target_tokens_scored"], tot["target_forwards"])
+    mems = [r["peak_mem_mb"] for r in recs if r.get("peak_mem_mb") is not None]
+    out["peak_mem_mb"] = max(mems) if mems else None
+    ref = "hf:greedy" if row.peer else "greedy"
+    out["exact_match_ref"] = ref
+    out["claims_greedy_equality"] = row.claims_greedy_equality()
+    out["exact_match"] = exact_match(unit_result["outputs"], row.label, ref) if row.label != ref else None
+    out.update(_quality(unit_result, row.label))
+    out["status"] = _status(out)
+    return out
+
+
+def _quality(unit_result: dict, label: str) -> dict:
+    kind = unit_result.get("quality_kind")
+    q = unit_result.get("quality", {})
+
+    def value(lbl):
+        scores = q.get(lbl)
+        if not scores:
+            return None
+        if kind == "accuracy":
+            return sum(scores) / len(scores)
+        lens = [len(o) for o in unit_result["outputs"].get(lbl, [])]
+        return perplexity(scores, lens)
+
+    mine, ref = value(label), value("greedy")
+    return {"quality_kind": kind, "quality": mine,
+            "quality_delta": None if mine is None or ref is None else mine - ref}
+
+
+def perplexity(nll_sums: list[float | None], new_tokens: list[int]) -> float | None:
+    """exp(total NLL / total tokens) over the prompts that have both."""
+    pairs = [(s, n) for s, n in zip(nll_sums, new_tokens) if s is not None and n]
+    if not pairs:
+        return None
+    return math.exp(sum(s for s, _ in pairs) / sum(n for _, n in pairs))
+
+
+def _status(row: dict) -> str:
+    if row["error"]:
+        return "FAIL: error"
+    em = row["exact_match"]
+    if row["claims_greedy_equality"] and em is not None and em["rate"] < 1.0:
+        return f"FAIL: output differs from {row['exact_match_ref']} on {em['prompts'] - em['matched']}/{em['prompts']} prompts"
+    return "partial" if row["partial"] else "ok"
+
+
+def summarize(unit_results: list[dict]) -> list[dict]:
+    """One summary per (model, workload, row), each from the unit that lists the row as main."""
+    rows = []
+    for res in unit_results:
+        by_label = {r["label"]: Row.from_dict(r) for r in res["unit"]["rows"]}
+        for label in res["unit"]["main"]:
+            rows.append(row_summary(res, by_label[label]))
+    return rows

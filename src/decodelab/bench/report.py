@@ -1,0 +1,131 @@
+"""Results JSON in, markdown out. `decodelab bench report RESULTS.json` re-renders from the JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DecodeLabError
+
+COLUMNS = ("row", "tok/s [IQR]", "x greedy [IQR]", "x HF greedy", "tau", "eff", "tgt fwd/tok", "drf fwd/tok",
+           "tok/tgt fwd", "peak MiB", "exact match", "quality (Δ)", "status")
+
+
+def save(results: dict, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    tmp = path.with_suffix(".json.tmp")  # never a half-written results file
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DecodeLabError(f"results file '{path}' not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DecodeLabError(f"'{path}' is not a bench results JSON: {e}") from None
+    if not isinstance(data, dict) or "rows" not in data or "units" not in data:
+        raise DecodeLabError(f"'{path}' is not a bench results JSON (no rows/units)")
+    return data
+
+
+def _num(x, fmt="{:.2f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def _spread(s, fmt="{:.2f}") -> str:
+    if not s:
+        return "n/a"
+    return f"{fmt.format(s['median'])} [{fmt.format(s['q25'])}-{fmt.format(s['q75'])}]"
+
+
+def _exact(row: dict) -> str:
+    em = row.get("exact_match")
+    if row["row"] == row.get("exact_match_ref"):
+        return "(reference)"
+    if em is None or not row.get("claims_greedy_equality"):
+        return "-" if em is None else f"{em['rate']:.0%} (not claimed)"
+    text = f"{em['rate']:.0%}"
+    return text if em["rate"] >= 1.0 else f"**{text} FAIL**"
+
+
+def _quality(row: dict) -> str:
+    q = row.get("quality")
+    if q is None:
+        return "n/a"
+    kind = "acc" if row.get("quality_kind") == "accuracy" else "ppl"
+    fmt = "{:.1%}" if kind == "acc" else "{:.3f}"
+    delta = row.get("quality_delta")
+    d = "" if delta is None or row["row"] == "greedy" else f" ({'+' if delta >= 0 else ''}{fmt.format(delta)})"
+    return f"{kind} {fmt.format(q)}{d}"
+
+
+def _status(row: dict) -> str:
+    s = row["status"]
+    if s.startswith("FAIL"):
+        return f"**{s}**" + (f": {row['error']}" if row.get("error") else "")
+    return s
+
+
+def markdown(results: dict) -> str:
+    """The human report: a header with machine and settings, then one table per (model, workload)."""
+    m, s = results["machine"], results["settings"]
+    lines = ["# decodelab bench", ""]
+    if results.get("partial"):
+        lines += ["> **PARTIAL RESULTS: the run was interrupted; figures cover only what was measured.**", ""]
+    fails = [r for r in results["rows"] if r["status"].startswith("FAIL")]
+    for r in fails:
+        lines.append(f"> **FAILURE: {r['row']} on {r['workload']} ({r['model']}): {r['status']}"
+                     + (f" ({r['error']})" if r.get("error") else "") + "**")
+    if fails:
+        lines.append("")
+    lines += [f"- machine: {m.get('processor')} ({m.get('cpus')} CPUs, {m.get('torch_threads')} torch threads)"
+              + (f", {m['cuda_device']}" if m.get("cuda_device") else "") + f"; {m.get('platform')}",
+              f"- versions: python {m.get('python')}, torch {m.get('torch')}, transformers {m.get('transformers')}, "
+              f"decodelab {m.get('decodelab')}",
+              f"- settings: repeats {s['repeats']}, warm-up {s['warmup']}, seed {s['seed']}, limit {s['limit']}, "
+              f"ignore_eos {s['ignore_eos']}, device {s['device']}, executor {s.get('executor')}",
+              f"- created {results.get('created')}", ""]
+    by_cell: dict[tuple, list[dict]] = {}
+    for r in results["rows"]:
+        by_cell.setdefault((r["model"], r["draft"], r["workload"]), []).append(r)
+    units = {u["unit"]["uid"]: u for u in results["units"]}
+    for (model, draft, wl), rows in by_cell.items():
+        u = units.get(rows[0]["unit"], {})
+        lines += [f"## {wl} on {model}" + (f" (draft {draft})" if draft else ""), "",
+                  f"{len(u.get('prompts', []))} prompts, {u.get('max_new_tokens')} new tokens each"
+                  + (f", {u['truncated_prompts']} prompts cut from the left to fit the context"
+                     if u.get("truncated_prompts") else ""), "",
+                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for r in rows:
+            cells = [r["row"], _spread(r["tokens_per_s"], "{:.1f}"), _spread(r["speedup_vs_greedy"]),
+                     _num((r["speedup_vs_hf_greedy"] or {}).get("median")), _num(r["tau"]), _num(r["efficiency"]),
+                     _num(r["target_forwards_per_token"], "{:.3f}"), _num(r["draft_forwards_per_token"], "{:.3f}"),
+                     _num(r["tokens_per_target_forward"]), _num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r),
+                     _status(r)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
+              "our greedy / transformers greedy measured in the same run (median [IQR]); tau: tokens committed per "
+              "target forward; eff: speedup / tau; tok/tgt fwd: tokens scored per target forward (compute budget); "
+              "exact match: share of prompts equal to greedy (ours vs our greedy, peers vs transformers greedy); "
+              "quality: perplexity of the generated tokens under the target (ppl) or task accuracy (acc), "
+              "Δ vs our greedy.", ""]
+    return "\n".join(lines)
+
+
+def render(results: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write results.md (and the PNG plots) next to results.json; returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "results.md"
+    md.write_text(markdown(results))
+    paths = [md]
+    if plots:
+        from . import plots as plots_mod
+
+        paths += plots_mod.render(results, out)
+    return paths

@@ -1,0 +1,179 @@
+"""Bench rows: a method (or a transformers peer) with its options, parsed from `NAME[:k=v,k=v]`.
+
+Options are the method's config fields, sampling fields (do_sample, temperature, ...) and
+`budget`, the fixed-compute axis: B = the most tokens the target scores per forward (the root
+plus the drafted tokens). A method whose config has a `budget` field takes it as is (tree
+methods); a chain method with `gamma` runs gamma = B - 1; the peers map it to
+num_assistant_tokens = B - 1 (constant schedule, no confidence early stop) and
+prompt_lookup_num_tokens = B - 1. Every row reports the measured tokens per target forward.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..core.sampling import SamplingConfig
+from ..errors import DecodeLabError
+from ..registry import get
+
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
+# transformers generate() peers: name -> options they accept (besides budget), with defaults
+PEERS = {
+    "hf:greedy": {},
+    "hf:assisted": {"num_assistant_tokens": None, "num_assistant_tokens_schedule": None,
+                    "assistant_confidence_threshold": None},
+    "hf:prompt-lookup": {"prompt_lookup_num_tokens": 10, "max_matching_ngram_size": None},
+}
+REFERENCES = ("greedy", "hf:greedy")  # every run measures these: speedups are ratios to them
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # as the user wrote it, normalised: "sps:gamma=4"
+    method: str  # "sps", or a peer "hf:assisted"
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def peer(self) -> bool:
+        return self.method in PEERS
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def sampling(self) -> bool:
+        """Does the row sample (so its output is not compared with greedy)?"""
+        if self.peer:
+            return False
+        return bool(self.kwargs.get("do_sample", get(self.method).modes == ("sample",)))
+
+    @property
+    def needs_draft(self) -> bool:
+        return self.method == "hf:assisted" or (not self.peer and get(self.method).draft)
+
+    def claims_greedy_equality(self) -> bool:
+        """Rows whose output must equal greedy token for token: lossless methods run greedy, and
+        the peers (transformers' assisted and prompt-lookup decoding claim it too)."""
+        return self.peer or (get(self.method).lossless is not None and not self.sampling)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "method": self.method, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Row":
+        return cls(d["label"], d["method"], tuple(sorted(d.get("options", {}).items())))
+
+
+def parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_row(text: str) -> Row:
+    """`sps:gamma=4,schedule=heuristic` or `hf:assisted:budget=5` -> Row (validated)."""
+    name, _, opts = text.strip().partition(":")
+    if name == "hf":  # peers carry their own colon: hf:assisted[:k=v]
+        sub, _, opts = opts.partition(":")
+        name = f"hf:{sub}"
+    options = {}
+    for item in filter(None, (s.strip() for s in opts.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise DecodeLabError(f"bad method option '{item}' in '{text}'; write NAME:key=value,key=value")
+        options[key.strip()] = parse_value(value)
+    return make_row(name, options)
+
+
+def make_row(method: str, options: dict) -> Row:
+    options = dict(options)
+    if method.startswith("hf:"):
+        if method not in PEERS:
+            raise DecodeLabError(f"unknown transformers peer '{method}'; known peers: {', '.join(PEERS)}")
+        unknown = sorted(set(options) - set(PEERS[method]) - {"budget"})
+        if unknown:
+            raise DecodeLabError(f"peer '{method}' has no option(s) {', '.join(unknown)}; its options: "
+                                 f"{', '.join(list(PEERS[method]) + ['budget'])}")
+    else:
+        spec = get(method)  # unknown method -> DecodeLabError listing the known ones
+        method_kwargs(spec, options)  # validates the options now, before any model loads
+    label = method + (":" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else "")
+    row = Row(label, method, tuple(sorted(options.items())))
+    if row.peer:
+        peer_kwargs(row)  # validates the budget now
+    return row
+
+
+def method_kwargs(spec, options: dict) -> dict:
+    """The generate() kwargs for a method row: `budget` resolved, config validated."""
+    kw = dict(options)
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    if "budget" in kw and "budget" not in fields:
+        b = _budget(kw.pop("budget"))
+        if "gamma" not in fields:
+            raise DecodeLabError(f"method '{spec.name}' cannot run at a fixed budget: its config has neither "
+                                 "'budget' nor 'gamma'")
+        if "gamma" in kw:
+            raise DecodeLabError(f"give '{spec.name}' either budget or gamma, not both")
+        kw["gamma"] = b - 1
+    SamplingConfig(**{k: v for k, v in kw.items() if k in SAMPLING_FIELDS})
+    spec.make_config(**{k: v for k, v in kw.items() if k not in SAMPLING_FIELDS})
+    return kw
+
+
+def peer_kwargs(row: Row) -> dict:
+    """transformers generate() kwargs for a peer row."""
+    kw = {k: v for k, v in PEERS[row.method].items() if v is not None}
+    opts = row.kwargs
+    if "budget" in opts:
+        if row.method == "hf:greedy":
+            raise DecodeLabError("hf:greedy drafts nothing, so it takes no budget")
+        b = _budget(opts.pop("budget"))
+        if row.method == "hf:assisted":
+            kw.update(num_assistant_tokens=b - 1, num_assistant_tokens_schedule="constant",
+                      assistant_confidence_threshold=0.0)
+        else:
+            kw.update(prompt_lookup_num_tokens=b - 1)
+    kw.update(opts)
+    return kw
+
+
+def _budget(b) -> int:
+    if not isinstance(b, int) or isinstance(b, bool) or b < 2:
+        raise DecodeLabError(f"budget must be an integer >= 2 (tokens scored per target forward), got {b!r}")
+    return b
+
+
+def load_suite(path: str) -> tuple[list[Row], dict]:
+    """Rows and bench settings from a TOML suite file:
+
+        [bench]                      # optional: any `decodelab bench` option, long name with _
+        workloads = ["humaneval"]
+        limit = 20
+        [[method]]
+        name = "sps"
+        gamma = 4
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise DecodeLabError(f"suite file '{path}' not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DecodeLabError(f"suite file '{path}' is not valid TOML: {e}") from None
+    rows = []
+    for entry in data.get("method", []):
+        entry = dict(entry)
+        if "name" not in entry:
+            raise DecodeLabError(f"suite file '{path}': every [[method]] needs a name")
+        rows.append(make_row(entry.pop("name"), entry))
+    return rows, dict(data.get("bench", {}))

@@ -1,0 +1,249 @@
+"""The bench runner: one unit = one (model, workload) pair and its rows, measured in one process.
+
+Protocol, per unit: load the target (and draft) once; build the workload's prompt ids once;
+warm up every row on the first prompt; then, for each repeat, for each prompt, run every row in
+turn, so that drift on a shared machine hits every row alike. Each generation is timed whole with
+time.perf_counter (CUDA is synchronised first); methods only count. With ignore_eos (the
+default) every row generates exactly max_new_tokens per prompt: the same work for every row, and
+the peers run with eos_token_id=None to match. Quality (perplexity or task accuracy) is measured
+after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the unit and
+returns what was measured, marked partial.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import DecodeLabError
+from . import peers, workloads
+from .rows import REFERENCES, Row, make_row, method_kwargs
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int = 3
+    warmup: int = 1
+    seed: int = 0
+    limit: int | None = None
+    max_new_tokens: int | None = None  # None: the workload's own
+    ignore_eos: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.repeats < 1 or self.warmup < 0:
+            raise DecodeLabError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats} and {self.warmup}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one process (or one Ray task) measures. `main` names the rows whose figures this unit
+    reports; the other rows are the references it measures alongside, for in-unit ratios."""
+
+    uid: int
+    model: str
+    draft: str | None
+    workload: str
+    rows: tuple[Row, ...]
+    main: tuple[str, ...]
+    settings: Settings = field(default_factory=Settings)
+
+    def to_dict(self) -> dict:
+        return {"uid": self.uid, "model": self.model, "draft": self.draft, "workload": self.workload,
+                "rows": [r.to_dict() for r in self.rows], "main": list(self.main),
+                "settings": dataclasses.asdict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Unit":
+        return cls(d["uid"], d["model"], d["draft"], d["workload"], tuple(Row.from_dict(r) for r in d["rows"]),
+                   tuple(d["main"]), Settings(**d["settings"]))
+
+
+def with_references(rows: list[Row], peers_on: bool) -> list[Row]:
+    """The rows, preceded by our greedy and transformers greedy when missing (the baselines)."""
+    labels = {r.label for r in rows}
+    refs = [make_row(m, {}) for m in REFERENCES if (peers_on or m == "greedy") and m not in labels]
+    return refs + list(rows)
+
+
+def run_unit(unit: Unit, progress=None) -> dict:
+    """Measure a unit; returns a JSON-ready dict with every raw timing, count and output."""
+    from .. import api
+
+    s = unit.settings
+    target = api.load(unit.model, device=s.device)
+    draft = api.load(unit.draft, device=s.device) if unit.draft else None
+    for r in unit.rows:
+        if r.needs_draft and draft is None:
+            raise DecodeLabError(f"row '{r.label}' needs a draft model (--draft) for model {unit.model}")
+    wl = workloads.build(unit.workload, target, limit=s.limit, max_new_tokens=s.max_new_tokens, seed=s.seed)
+    result = {"unit": unit.to_dict(), "prompts": [list(p) for p in wl.prompts], "max_new_tokens": wl.max_new_tokens,
+              "quality_kind": wl.quality, "truncated_prompts": wl.truncated, "records": [], "outputs": {},
+              "errors": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb()}
+    outputs: dict[str, dict[int, list[int]]] = {r.label: {} for r in unit.rows}
+    if progress is not None:
+        progress.total = (progress.total or 0) + total_steps(unit, len(wl.prompts))
+        progress.refresh()
+    memory = _PeakMemory(target.device)
+    try:
+        for r in unit.rows:
+            for _ in range(s.warmup):
+                _guarded(result, r, lambda: _generate(r, target, draft, wl.prompts[0], 0, wl, s))
+                _tick(progress)
+        with memory:
+            for rep in range(s.repeats):
+                for i, prompt in enumerate(wl.prompts):
+                    for r in unit.rows:
+                        if r.label not in result["errors"]:
+                            rec = _guarded(result, r, lambda: _timed(r, target, draft, prompt, i, wl, s, memory))
+                            if rec is not None:
+                                tokens = rec.pop("tokens")
+                                rec.update(row=r.label, prompt=i, repeat=rep)
+                                result["records"].append(rec)
+                                outputs[r.label].setdefault(i, tokens)
+                        _tick(progress)
+    except KeyboardInterrupt:
+        result["partial"] = True
+    result["outputs"] = {label: [outs[i] for i in sorted(outs)] for label, outs in outputs.items()}
+    if not result["partial"]:
+        try:
+            result["quality"] = {label: _quality(target, wl, result["prompts"], outs)
+                                 for label, outs in result["outputs"].items()}
+        except KeyboardInterrupt:
+            result["partial"] = True
+    return result
+
+
+def total_steps(unit: Unit, n_prompts: int) -> int:
+    return len(unit.rows) * (unit.settings.warmup + unit.settings.repeats * n_prompts)
+
+
+def _tick(progress) -> None:
+    if progress is not None:
+        progress.update(1)
+
+
+def _guarded(result, row: Row, fn):
+    """A row that raises becomes a failure row with its message; the run goes on."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001  (any failure of one row must not lose the others)
+        result["errors"][row.label] = f"{type(e).__name__}: {e}"
+        return None
+
+
+def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> tuple[list[int], dict]:
+    if row.peer:
+        return peers.generate(row, target, draft, list(prompt), wl.max_new_tokens, s.ignore_eos)
+    from .. import api
+    from ..registry import get
+
+    spec = get(row.method)
+    kw = method_kwargs(spec, row.kwargs)
+    if row.sampling:
+        kw.setdefault("seed", s.seed + index)  # one seed per prompt: every repeat draws the same
+    out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
+                       max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, **kw)
+    st = out.stats
+    return out.tokens, {"new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
+                        "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
+                        "draft_forwards": st.draft_forwards, "draft_tokens_scored": st.draft_tokens_scored,
+                        "committed_total": sum(st.committed), "committed_steps": len(st.committed)}
+
+
+def _timed(row, target, draft, prompt, index, wl, s, memory) -> dict:
+    memory.reset()
+    _sync(target.device)
+    t0 = time.perf_counter()
+    tokens, counts = _generate(row, target, draft, prompt, index, wl, s)
+    _sync(target.device)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_mem_mb": memory.peak(), "tokens": tokens, **counts}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def _quality(target, wl, prompts, outputs: list[list[int]]) -> list[float | None]:
+    """Per prompt: task correctness (1.0 / 0.0) or the generated tokens' mean NLL under the target
+    (perplexity = exp of the mean over prompts, token-weighted)."""
+    eos = set(target.eos_token_ids)
+    scores = []
+    for i, out in enumerate(outputs):
+        if wl.quality == "accuracy":
+            cut = next((j for j, t in enumerate(out) if t in eos), len(out))
+            text = target.tokenizer.decode(out[:cut])
+            from ..zoo import tasks
+
+            scores.append(float(tasks.score(wl.examples[i], text)))
+        elif not out:
+            scores.append(None)
+        else:
+            ids = torch.tensor([prompts[i] + out], device=target.device)  # [1, T + n]
+            logits = target.model(input_ids=ids).logits[0, len(prompts[i]) - 1:-1].float()  # [n, V]
+            nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompts[i]):], reduction="sum")
+            scores.append(float(nll))
+    return scores
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        return None
+
+
+try:
+    import os
+
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # not POSIX
+    _PAGE = 4096
+
+
+class _PeakMemory:
+    """Peak memory during each generation: CUDA max_memory_allocated on a GPU, else the process
+    RSS sampled every 5 ms by a background thread (tracemalloc would slow the timed code and does
+    not see torch's allocations)."""
+
+    def __init__(self, device, interval: float = 0.005):
+        self.cuda = torch.device(device).type == "cuda"
+        self.device, self.interval = device, interval
+        self._peak, self._stop = 0.0, threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if not self.cuda and _rss_mb() is not None:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _poll(self):
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, _rss_mb() or 0.0)
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._peak = _rss_mb() or 0.0
+
+    def peak(self) -> float | None:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        rss = _rss_mb()
+        return None if rss is None else max(self._peak, rss)
+

