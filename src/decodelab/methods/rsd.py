@@ -1,0 +1,148 @@
+"""RSD: Recursive Speculative Decoding (Jeon et al. 2024, "Recursive Speculative Decoding:
+Accelerating LLM Inference via Sampling Without Replacement", arXiv 2402.14160).
+
+Notation: p = target, q = draft, both processed by the same SamplingConfig. The draft tree's
+siblings are drawn WITHOUT replacement from q and verified by recursive rejection sampling
+(core.verify.rejection_verify): siblings in draw order, p_{k+1} = norm(max(p_k - q_k, 0)),
+q_{k+1} = q_k without x_k, renormalised. Lossless for sampling and greedy.
+
+- rsd_c ("constant branching"): `branches` = "b1,b2,...,bL" children per node at depth 1..L, each
+  node's children drawn by Gumbel-top-k on log q. Tree size b1 + b1 b2 + ... tokens.
+- rsd_s ("stochastic beam"): stochastic beam search (core.sbs) of `width` W beams and `depth` L;
+  the tree is the union of the kept beams' prefixes, so unlikely branches are truncated early and
+  the tree has at most W nodes per depth (W L tokens): the target budget is fixed by W and L.
+
+Greedy decoding uses the deterministic counterparts (top-k children; plain beam search) and greedy
+tree verification, so the output equals the target's greedy output.
+Deviations: (1) the draft scores each depth's new nodes by re-forwarding the whole tree drawn so
+far with a tree mask (one draft forward per depth, as in the paper, but O(L * tree) draft tokens
+instead of O(tree): our adapters' tree masks cover only the tokens of one forward). (2) The
+paper's RSD-S also forwards the last depth's beams through the draft; we do not, since their
+distributions are never used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.sampling import gumbel_top_k
+from ..core.sbs import sbs_step
+from ..core.tree import Draft, TokenTree
+from ..errors import DecodeLabError
+from ..loops import speculative
+from ..registry import register
+from .sps import DraftModelDrafter, stack_q
+
+
+@dataclass(frozen=True, kw_only=True)
+class RSDCConfig:
+    branches: str = "3,2,2,1"  # children per node at depth 1, 2, ...
+
+    def __post_init__(self):
+        try:
+            ok = all(int(b) >= 1 for b in self.branches.split(","))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise DecodeLabError(f"branches must be comma-separated positive integers such as '3,2,2,1', "
+                                 f"got '{self.branches}'")
+
+    @property
+    def branching(self) -> list[int]:
+        return [int(b) for b in self.branches.split(",")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RSDSConfig:
+    width: int = 4  # beams kept per depth
+    depth: int = 4  # draft tokens per beam
+
+    def __post_init__(self):
+        if self.width < 1 or self.depth < 1:
+            raise DecodeLabError(f"width and depth must be >= 1, got width={self.width}, depth={self.depth}")
+
+
+class _TreeBuilder:
+    """A draft tree under construction: tokens, parents and the q row of every expanded node."""
+
+    def __init__(self, root: int):
+        self.tokens, self.parents, self.q_rows = [root], [-1], {}
+
+    def add(self, token: int, parent: int) -> int:
+        self.tokens.append(token)
+        self.parents.append(parent)
+        return len(self.tokens) - 1
+
+    def draft(self, sampling: bool, vocab: int) -> Draft:
+        tree = TokenTree.from_lists(self.tokens, self.parents)
+        return Draft(tree, stack_q(self.q_rows, len(tree), vocab) if sampling else None)
+
+
+class RSDCDrafter(DraftModelDrafter):
+    def __init__(self, draft, sampling, rng, branching: list[int]):
+        super().__init__(draft, sampling, rng)
+        self.branching = branching
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        b = _TreeBuilder(int(ctx[-1]))
+        levels = self.branching[:max_depth]
+        if not levels:
+            return b.draft(False, 0)
+        frontier, dists = [0], self.q(self.root_logits(ctx))[None]  # [1, V]
+        for d, k in enumerate(levels):
+            new = []
+            for node, q in zip(frontier, dists):
+                b.q_rows[node] = q
+                for x in self._children(q, k).tolist():
+                    new.append(b.add(x, node))
+            frontier = new
+            if d + 1 < len(levels):
+                dists = self.q(self.score_tree(len(ctx), b.tokens, b.parents)[[i - 1 for i in frontier]])
+        return b.draft(self.sampling.do_sample, dists.shape[-1])
+
+    def _children(self, q: torch.Tensor, k: int) -> torch.Tensor:
+        """k distinct children of a node: Gumbel-top-k on log q (sampling) or the top k (greedy)."""
+        if self.sampling.do_sample:
+            return gumbel_top_k(q.log(), k, self.rng)
+        return torch.topk(q, min(k, q.shape[-1])).indices
+
+
+class RSDSDrafter(DraftModelDrafter):
+    def __init__(self, draft, sampling, rng, width: int, depth: int):
+        super().__init__(draft, sampling, rng)
+        self.width, self.depth = width, depth
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        b = _TreeBuilder(int(ctx[-1]))
+        depth = min(self.depth, max_depth)
+        if depth == 0:
+            return b.draft(False, 0)
+        beams = [0]  # tree node of each live beam
+        phi = torch.zeros(1, dtype=torch.float64)  # [B] log q of each beam
+        g = torch.zeros(1, dtype=torch.float64)  # [B] perturbed values
+        dists = self.q(self.root_logits(ctx))[None]  # [B, V]
+        rng = self.rng if self.sampling.do_sample else None
+        for d in range(depth):
+            for node, q in zip(beams, dists):
+                b.q_rows[node] = q
+            rows, toks, phi, g = sbs_step(phi, g, dists.log(), self.width, rng)
+            # in G order, so each parent's children get indices in their draw order
+            beams = [b.add(x, beams[r]) for r, x in zip(rows.tolist(), toks.tolist())]
+            if d + 1 < depth:
+                dists = self.q(self.score_tree(len(ctx), b.tokens, b.parents)[[i - 1 for i in beams]])
+        return b.draft(self.sampling.do_sample, dists.shape[-1])
+
+
+@register("rsd_c", family="speculative", config=RSDCConfig, lossless="sampling", needs=("tree_mask",),
+          draft=True)
+def run_c(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+    drafter = RSDCDrafter(draft, sampling, rng, config.branching)
+    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+
+
+@register("rsd_s", family="speculative", config=RSDSConfig, lossless="sampling", needs=("tree_mask",),
+          draft=True)
+def run_s(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+    drafter = RSDSDrafter(draft, sampling, rng, config.width, config.depth)
+    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
