@@ -1,0 +1,78 @@
+"""PLD: prompt lookup decoding (Saxena 2023, github.com/apoorvumang/prompt-lookup-decoding; in
+transformers as `generate(prompt_lookup_num_tokens=...)`). A baseline, not from a paper.
+
+Draft = the tokens that followed the most recent earlier occurrence of the context's last n-gram
+(n from max_ngram down to min_ngram; the first n with a match wins), up to num_tokens tokens,
+as a chain; no match gives an empty draft (a plain greedy step). The speculative loop verifies
+the chain in one target forward.
+
+Deviations from transformers' PromptLookupCandidateGenerator: (1) the most recent match, not the
+earliest (the card's reading; `prefer="first"` gives transformers' choice); (2) a match whose
+continuation runs into the end of the context keeps copying from its own copy (an overlapping,
+LZ77-style copy), so a repetition of period p still yields a full num_tokens draft instead of p
+tokens; (3) default max_ngram 3 (transformers: max_matching_ngram_size=2).
+Lossless: greedy; in sampling mode the draft is a deterministic guess (q = None), which
+rejection sampling verifies exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.tree import Draft, TokenTree
+from ..errors import DecodeLabError
+from ..loops import speculative
+from ..registry import register
+
+
+@dataclass(frozen=True, kw_only=True)
+class PLDConfig:
+    num_tokens: int = 10  # draft length (transformers' prompt_lookup_num_tokens)
+    max_ngram: int = 3
+    min_ngram: int = 1
+    prefer: str = "recent"  # "recent" | "first": which earlier occurrence to copy from
+
+    def __post_init__(self):
+        if self.num_tokens < 1:
+            raise DecodeLabError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        if not 1 <= self.min_ngram <= self.max_ngram:
+            raise DecodeLabError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
+        if self.prefer not in ("recent", "first"):
+            raise DecodeLabError(f"prefer must be 'recent' or 'first', got '{self.prefer}'")
+
+
+def lookup(ctx: torch.Tensor, num_tokens: int, max_ngram: int, min_ngram: int, prefer: str = "recent") -> list[int]:
+    """Draft tokens copied after an earlier occurrence of ctx's last n-gram, longest n first.
+
+    ctx: [T] token ids. Returns up to num_tokens ids ([] when no n-gram recurs).
+    """
+    T = len(ctx)
+    for n in range(min(max_ngram, T - 1), min_ngram - 1, -1):
+        windows = ctx.unfold(0, n, 1)[: T - n]  # [T - n, n]: every n-gram but the suffix itself
+        starts = (windows == ctx[T - n:]).all(dim=1).nonzero().flatten()
+        if len(starts):
+            src = int(starts[-1] if prefer == "recent" else starts[0]) + n
+            seq = ctx[src:].tolist()[:num_tokens]
+            while len(seq) < num_tokens:  # the copy ran into the end of ctx: copy the copy
+                seq.append(seq[len(seq) - (T - src)])
+            return seq
+    return []
+
+
+class LookupDrafter:
+    def __init__(self, config: PLDConfig):
+        self.config = config
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        c = self.config
+        guess = lookup(ctx, min(c.num_tokens, max_depth), c.max_ngram, c.min_ngram, c.prefer)
+        return Draft(TokenTree.chain([int(ctx[-1])] + guess))
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        pass
+
+
+@register("pld", family="speculative", config=PLDConfig, lossless="sampling")
+def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+    return speculative.decode(target, LookupDrafter(config), prompt, max_new_tokens, sampling, rng, stops, stats)
