@@ -11,7 +11,7 @@ import sys
 from ..errors import DecodeLabError
 
 SUITE_KEYS = {"workloads", "models", "limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers",
-              "out", "device", "ray"}
+              "out", "device", "ray", "threads"}
 
 
 def add_commands(sub) -> None:
@@ -38,6 +38,8 @@ def add_commands(sub) -> None:
                    help="leave out the transformers generate() rows")
     p.add_argument("--out", help="output directory (default bench-out)")
     p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often fastest for "
+                                               "small models on a busy machine)")
     p.add_argument("--ray", metavar="ADDRESS", help="fan the grid out as Ray tasks ('local' starts a local Ray)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,7 +63,7 @@ def _settings(args) -> tuple[dict, list]:
         if unknown:
             raise DecodeLabError(f"suite file '{args.suite}': unknown [bench] key(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(sorted(SUITE_KEYS))}")
-    for key in ("limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers", "out", "device", "ray"):
+    for key in ("limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers", "out", "device", "ray", "threads"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     if args.workload:
@@ -96,7 +98,8 @@ def cmd_bench(args) -> int:
         rows = [make_row(name, {}) for name in all_methods()]
     settings = Settings(repeats=opts.get("repeats", 3), warmup=opts.get("warmup", 1), seed=opts.get("seed", 0),
                         limit=opts.get("limit"), max_new_tokens=opts.get("max_new_tokens"),
-                        ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"))
+                        ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"),
+                        threads=opts.get("threads"))
     _quiet_transformers()
     results = grid.run(cells, rows, settings, peers_on=opts.get("peers", True), ray=opts.get("ray"),
                        progress=not args.no_progress, strict=strict)

@@ -82,7 +82,8 @@ def markdown(results: dict) -> str:
                      + (f" ({r['error']})" if r.get("error") else "") + "**")
     if fails:
         lines.append("")
-    lines += [f"- machine: {m.get('processor')} ({m.get('cpus')} CPUs, {m.get('torch_threads')} torch threads)"
+    threads = sorted({u.get("torch_threads") for u in results["units"]} - {None})
+    lines += [f"- machine: {m.get('processor')} ({m.get('cpus')} CPUs, torch threads {', '.join(map(str, threads))})"
               + (f", {m['cuda_device']}" if m.get("cuda_device") else "") + f"; {m.get('platform')}",
               f"- versions: python {m.get('python')}, torch {m.get('torch')}, transformers {m.get('transformers')}, "
               f"decodelab {m.get('decodelab')}",
@@ -111,7 +112,8 @@ def markdown(results: dict) -> str:
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
               "our greedy / transformers greedy measured in the same run (median [IQR]); tau: tokens committed per "
               "target forward; eff: speedup / tau; tok/tgt fwd: tokens scored per target forward (compute budget); "
-              "exact match: share of prompts equal to greedy (ours vs our greedy, peers vs transformers greedy); "
+              "exact match: share of prompts equal to greedy (ours and transformers greedy vs our greedy, the other "
+              "peers vs transformers greedy); "
               "quality: perplexity of the generated tokens under the target (ppl) or task accuracy (acc), "
               "Δ vs our greedy.", ""]
     return "\n".join(lines)

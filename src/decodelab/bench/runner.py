@@ -32,6 +32,7 @@ class Settings:
     max_new_tokens: int | None = None  # None: the workload's own
     ignore_eos: bool = True
     device: str = "cpu"
+    threads: int | None = None  # torch.set_num_threads for the unit; None: torch's default
 
     def __post_init__(self):
         if self.repeats < 1 or self.warmup < 0:
@@ -74,6 +75,8 @@ def run_unit(unit: Unit, progress=None) -> dict:
     from .. import api
 
     s = unit.settings
+    if s.threads:
+        torch.set_num_threads(s.threads)
     target = api.load(unit.model, device=s.device)
     draft = api.load(unit.draft, device=s.device) if unit.draft else None
     for r in unit.rows:
@@ -82,7 +85,8 @@ def run_unit(unit: Unit, progress=None) -> dict:
     wl = workloads.build(unit.workload, target, limit=s.limit, max_new_tokens=s.max_new_tokens, seed=s.seed)
     result = {"unit": unit.to_dict(), "prompts": [list(p) for p in wl.prompts], "max_new_tokens": wl.max_new_tokens,
               "quality_kind": wl.quality, "truncated_prompts": wl.truncated, "records": [], "outputs": {},
-              "errors": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb()}
+              "errors": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb(),
+              "torch_threads": torch.get_num_threads()}
     outputs: dict[str, dict[int, list[int]]] = {r.label: {} for r in unit.rows}
     if progress is not None:
         progress.total = (progress.total or 0) + total_steps(unit, len(wl.prompts))

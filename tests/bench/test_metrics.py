@@ -1,0 +1,100 @@
+"""Metric arithmetic on hand-made timings and counts: no model, no clock."""
+import math
+
+import pytest
+
+from decodelab.bench import metrics
+from decodelab.bench.rows import Row
+
+
+def rec(row, prompt, seconds, new=10, tf=10, ts=10, df=0, ds=0, ct=None, cs=None, repeat=0, mem=100.0):
+    return {"row": row, "prompt": prompt, "repeat": repeat, "seconds": seconds, "new_tokens": new,
+            "target_forwards": tf, "target_tokens_scored": ts, "draft_forwards": df, "draft_tokens_scored": ds,
+            "committed_total": new if ct is None else ct, "committed_steps": tf if cs is None else cs,
+            "peak_mem_mb": mem}
+
+
+def test_quantile_matches_linear_interpolation():
+    xs = [4.0, 1.0, 3.0, 2.0]
+    assert metrics.quantile(xs, 0.0) == 1.0 and metrics.quantile(xs, 1.0) == 4.0
+    assert metrics.quantile(xs, 0.25) == pytest.approx(1.75)
+    assert metrics.quantile(xs, 0.5) == pytest.approx(2.5)
+    assert metrics.spread(xs) == {"median": 2.5, "q25": pytest.approx(1.75), "q75": pytest.approx(3.25), "n": 4}
+    assert metrics.spread([]) is None
+
+
+def test_tokens_per_second_uses_median_over_repeats():
+    records = [rec("a", 0, 1.0, repeat=0), rec("a", 0, 3.0, repeat=1), rec("a", 0, 2.0, repeat=2),
+               rec("a", 1, 0.5, new=20)]
+    tps = metrics.per_prompt_tps(records, "a")
+    assert tps == {0: pytest.approx(10 / 2.0), 1: pytest.approx(40.0)}
+
+
+def test_speedup_is_a_per_prompt_ratio_over_shared_prompts():
+    records = [rec("greedy", 0, 2.0), rec("greedy", 1, 4.0), rec("greedy", 2, 1.0),
+               rec("fast", 0, 1.0), rec("fast", 1, 1.0)]  # prompt 2 missing for "fast"
+    assert metrics.speedups(records, "fast", "greedy") == [pytest.approx(2.0), pytest.approx(4.0)]
+
+
+def unit_result(records, outputs, quality=None, kind="perplexity", errors=None, partial=False):
+    rows = [Row("greedy", "greedy"), Row("sps", "sps"), Row("hf:greedy", "hf:greedy"), Row("sample", "sample")]
+    return {"unit": {"uid": 0, "model": "m", "draft": "d", "workload": "w", "rows": [r.to_dict() for r in rows],
+                     "main": [r.label for r in rows]},
+            "records": records, "outputs": outputs, "quality": quality or {}, "quality_kind": kind,
+            "errors": errors or {}, "partial": partial}
+
+
+def test_row_summary_figures():
+    records = [rec("greedy", p, 2.0) for p in range(4)] + [rec("hf:greedy", p, 4.0) for p in range(4)]
+    # sps: 10 tokens from 4 target forwards of 5 tokens each (tau 2.5), 12 draft forwards, twice as fast
+    records += [rec("sps", p, 1.0, tf=4, ts=20, df=12, ds=12, ct=10, cs=4) for p in range(4)]
+    outputs = {"greedy": [[1, 2]] * 4, "hf:greedy": [[1, 2]] * 4, "sps": [[1, 2]] * 4}
+    res = unit_result(records, outputs)
+    s = metrics.row_summary(res, Row("sps", "sps"))
+    assert s["tokens_per_s"]["median"] == pytest.approx(10.0)
+    assert s["speedup_vs_greedy"]["median"] == pytest.approx(2.0)
+    assert s["speedup_vs_hf_greedy"]["median"] == pytest.approx(4.0)
+    assert s["tau"] == pytest.approx(2.5)
+    assert s["efficiency"] == pytest.approx(2.0 / 2.5)
+    assert s["target_forwards_per_token"] == pytest.approx(0.4)
+    assert s["draft_forwards_per_token"] == pytest.approx(1.2)
+    assert s["tokens_per_target_forward"] == pytest.approx(5.0)
+    assert s["peak_mem_mb"] == 100.0
+    assert s["exact_match"]["rate"] == 1.0 and s["status"] == "ok"
+    g = metrics.row_summary(res, Row("greedy", "greedy"))
+    assert g["speedup_vs_greedy"]["median"] == 1.0 and g["exact_match"] is None and g["tau"] == 1.0
+
+
+def test_exact_match_below_one_fails_the_row_loudly():
+    records = [rec("greedy", p, 1.0) for p in range(4)] + [rec("sps", p, 1.0) for p in range(4)]
+    outputs = {"greedy": [[1], [2], [3], [4]], "sps": [[1], [2], [9], [4]]}
+    s = metrics.row_summary(unit_result(records, outputs), Row("sps", "sps"))
+    assert s["exact_match"] == {"rate": 0.75, "matched": 3, "prompts": 4, "first_mismatch": 2}
+    assert s["status"].startswith("FAIL") and "1/4" in s["status"]
+
+
+def test_sampling_rows_are_not_held_to_greedy_equality():
+    records = [rec("greedy", 0, 1.0), rec("sample", 0, 1.0)]
+    outputs = {"greedy": [[1]], "sample": [[7]]}
+    s = metrics.row_summary(unit_result(records, outputs), Row("sample", "sample"))
+    assert not s["claims_greedy_equality"] and s["status"] == "ok"
+
+
+def test_quality_perplexity_and_accuracy_deltas():
+    records = [rec("greedy", p, 1.0, new=2) for p in range(2)] + [rec("sample", p, 1.0, new=2) for p in range(2)]
+    outputs = {"greedy": [[1, 2], [3, 4]], "sample": [[1, 5], [3, 6]]}
+    nll = {"greedy": [1.0, 3.0], "sample": [4.0, 4.0]}
+    s = metrics.row_summary(unit_result(records, outputs, nll), Row("sample", "sample"))
+    assert s["quality"] == pytest.approx(math.exp(8.0 / 4)) and s["quality_kind"] == "perplexity"
+    assert s["quality_delta"] == pytest.approx(math.exp(2.0) - math.exp(1.0))
+    acc = metrics.row_summary(unit_result(records, outputs, {"greedy": [1.0, 1.0], "sample": [1.0, 0.0]},
+                                          kind="accuracy"), Row("sample", "sample"))
+    assert acc["quality"] == 0.5 and acc["quality_delta"] == -0.5
+
+
+def test_error_rows_and_partial_units():
+    res = unit_result([rec("greedy", 0, 1.0)], {"greedy": [[1]], "sps": []}, errors={"sps": "RuntimeError: boom"},
+                      partial=True)
+    s = metrics.row_summary(res, Row("sps", "sps"))
+    assert s["status"] == "FAIL: error" and s["error"] == "RuntimeError: boom" and s["tokens_per_s"] is None
+    assert metrics.row_summary(res, Row("greedy", "greedy"))["status"] == "partial"

@@ -1,0 +1,157 @@
+"""The runner end to end on tiny random models: rows, peers, the exact-match check against a
+planted divergent method, failure rows, interrupted runs, and the CLI's bad-input exits."""
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from decodelab import registry
+from decodelab.bench import grid, parse_row
+from decodelab.cli import main
+from decodelab.loops import autoregressive
+
+from .conftest import FAST
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NoConfig:
+    pass
+
+
+@pytest.fixture
+def planted():
+    """Two test-only methods, removed afterwards: `planted_divergent` claims greedy losslessness
+    but takes the runner-up token at step 3 of prompts whose first token is even;
+    `planted_interrupt` raises KeyboardInterrupt on its third call."""
+    def divergent(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+        flip = int(prompt[0]) % 2 == 0
+        n0 = len(prompt)
+
+        def pick(logits, ctx):
+            if flip and len(ctx) == n0 + 3:
+                return int(torch.topk(logits, 2).indices[1])
+            return int(logits.argmax())
+        return autoregressive.decode(target, prompt, max_new_tokens, pick, stops, stats)
+
+    calls = []
+
+    def interrupt(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return autoregressive.decode(target, prompt, max_new_tokens, lambda lg, ctx: int(lg.argmax()), stops, stats)
+
+    registry.register("planted_divergent", family="autoregressive", config=_NoConfig, lossless="greedy",
+                      modes=("greedy",))(divergent)
+    registry.register("planted_interrupt", family="autoregressive", config=_NoConfig, lossless="greedy",
+                      modes=("greedy",))(interrupt)
+    yield
+    registry._METHODS.pop("planted_divergent", None)
+    registry._METHODS.pop("planted_interrupt", None)
+
+
+def _cells(tiny_dirs, arch="llama"):
+    t, d = tiny_dirs[arch]
+    return grid.cells_for([(t, d)], ["synthetic"])
+
+
+def _row(results, label):
+    return next(r for r in results["rows"] if r["row"] == label)
+
+
+def test_rows_peers_and_counts(tiny_dirs):
+    rows = [parse_row("greedy"), parse_row("sps:gamma=3"), parse_row("sps:budget=3"), parse_row("sample")]
+    res = grid.run(_cells(tiny_dirs), rows, FAST, progress=False)
+    labels = [r["row"] for r in res["rows"]]
+    assert labels == ["hf:greedy", "greedy", "sps:gamma=3", "sps:budget=3", "sample", "hf:assisted",
+                      "hf:prompt-lookup"]
+    assert not res["partial"] and all(r["status"] == "ok" for r in res["rows"]), [r["status"] for r in res["rows"]]
+    unit = res["units"][0]
+    assert len(unit["records"]) == 7 * 2 and all(r["new_tokens"] == 8 for r in unit["records"])
+    # every row generated the same number of tokens, and the lossless ones the same tokens
+    for label in ("sps:gamma=3", "sps:budget=3", "hf:greedy", "hf:assisted", "hf:prompt-lookup"):
+        assert _row(res, label)["exact_match"]["rate"] == 1.0
+        assert unit["outputs"][label] == unit["outputs"]["greedy"]
+    g, sps = _row(res, "greedy"), _row(res, "sps:gamma=3")
+    assert g["tau"] == 1.0 and g["target_forwards_per_token"] == 1.0 and g["tokens_per_target_forward"] == 1.0
+    assert sps["draft_forwards_per_token"] > 0 and sps["tokens_per_target_forward"] > 1.0
+    assert _row(res, "sps:budget=3")["tokens_per_target_forward"] <= 3.0
+    assert _row(res, "hf:greedy")["tau"] == 1.0 and _row(res, "hf:greedy")["target_forwards_per_token"] == 1.0
+    assert _row(res, "sample")["quality"] is not None and not _row(res, "sample")["claims_greedy_equality"]
+    assert g["speedup_vs_greedy"]["median"] == 1.0 and g["speedup_vs_hf_greedy"]["median"] > 0
+    json.dumps(res)  # the whole document is JSON
+
+
+def test_planted_divergent_method_is_a_failure_row(tiny_dirs, planted):
+    settings = FAST.__class__(**{**FAST.__dict__, "limit": 4})
+    res = grid.run(_cells(tiny_dirs), [parse_row("planted_divergent")], settings, peers_on=False, progress=False)
+    row = _row(res, "planted_divergent")
+    prompts = res["units"][0]["prompts"]
+    even = sum(p[0] % 2 == 0 for p in prompts)
+    assert 0 < even < 4  # the planted flip hits some prompts, not all
+    assert row["exact_match"]["rate"] == pytest.approx((4 - even) / 4)
+    assert row["status"].startswith("FAIL: output differs from greedy")
+    from decodelab.bench import report
+
+    md = report.markdown(res)
+    assert "**FAILURE: planted_divergent" in md and "FAIL**" in md
+
+
+def test_failing_row_does_not_stop_the_others(tiny_dirs):
+    t, _ = tiny_dirs["llama"]
+    # sps without a draft model is refused up front (a row the user asked for)
+    from decodelab.errors import DecodeLabError
+
+    with pytest.raises(DecodeLabError, match="need a draft model"):
+        grid.run(grid.cells_for([(t, None)], ["synthetic"]), [parse_row("sps")], FAST, progress=False)
+    # with default rows it is left out instead
+    res = grid.run(grid.cells_for([(t, None)], ["synthetic"]), [parse_row("greedy"), parse_row("sps")], FAST,
+                   peers_on=False, progress=False, strict=False)
+    assert [r["row"] for r in res["rows"]] == ["greedy"]
+
+
+def test_interrupted_run_keeps_results_marked_partial(tiny_dirs, planted, tmp_path):
+    t, d = tiny_dirs["llama"]
+    code = main(["bench", "--model", t, "--workload", "synthetic", "--method", "greedy", "--method",
+                 "planted_interrupt", "--no-peers", "--limit", "2", "--repeats", "2", "--warmup", "0",
+                 "--max-new-tokens", "4", "--threads", "1", "--out", str(tmp_path), "--no-plots", "--no-progress"])
+    assert code == 130
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["partial"] and all(r["status"] == "partial" for r in res["rows"])
+    recs = res["units"][0]["records"]
+    # repeat 0: greedy p0, interrupt p0, greedy p1, interrupt p1; repeat 1: greedy p0, then the
+    # third call of planted_interrupt raises: the five generations before it are kept
+    assert [(r["row"], r["prompt"], r["repeat"]) for r in recs] == [
+        ("greedy", 0, 0), ("planted_interrupt", 0, 0), ("greedy", 1, 0), ("planted_interrupt", 1, 0), ("greedy", 0, 1)]
+    assert "PARTIAL RESULTS" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--workload", "nope"], "unknown workload 'nope'"),
+    (["--workload", "synthetic", "--method", "nope"], "unknown method 'nope'"),
+    (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be >= 1"),
+    (["--workload", "synthetic"], "has no default model"),
+])
+def test_cli_bad_input_exits_2(argv, msg, capsys, tmp_path):
+    assert main(["bench", *argv, "--out", str(tmp_path)]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()  # nothing half-written
+
+
+def test_cli_run_and_report_rerender(tiny_dirs, tmp_path, capsys):
+    t, d = tiny_dirs["gpt2"]
+    out = tmp_path / "run"
+    code = main(["bench", "--model", t, "--draft", d, "--workload", "synthetic", "--method", "greedy", "--method",
+                 "sps:gamma=2", "--limit", "1", "--repeats", "1", "--warmup", "0", "--max-new-tokens", "4",
+                 "--threads", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "speedup.png"}
+    first = (out / "results.md").read_text()
+    assert "| sps:gamma=2 |" in first and "| hf:assisted |" in first
+    again = tmp_path / "again"
+    assert main(["bench", "report", str(out / "results.json"), "--out", str(again), "--no-plots"]) == 0
+    assert (again / "results.md").read_text() == first
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["bench", "report", str(tmp_path / "junk.json")]) == 2
+    assert "not a bench results JSON" in capsys.readouterr().err
