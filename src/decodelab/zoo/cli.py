@@ -1,0 +1,91 @@
+"""``decodelab zoo list | info NAME | train NAME ...``; wired in by ``decodelab.cli``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from decodelab.errors import DecodeLabError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise DecodeLabError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise DecodeLabError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise DecodeLabError(f"seed must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise DecodeLabError(f"seed must be a non-negative integer, got {text!r}")
+    return v
+
+
+def _fmt_loss(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
+
+
+def cmd_list(args) -> int:
+    from decodelab import zoo
+
+    rows = zoo.list_models()
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<12} {'kind':<7} {'params':>9} {'tokens':>11} {'held-out':>9}  bundled")
+    for r in rows:
+        params = f"{r['parameters'] / 1e6:.2f}M" if "parameters" in r else "-"
+        tokens = f"{r['tokens_seen']:,}" if "tokens_seen" in r else "-"
+        print(f"{r['name']:<12} {r['kind']:<7} {params:>9} {tokens:>11} {_fmt_loss(r.get('heldout_loss')):>9}  "
+              f"{'yes' if r['bundled'] else 'no'}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from decodelab import zoo
+
+    print(json.dumps(zoo.info(args.name), indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from decodelab import zoo
+
+    if args.name not in zoo.MODELS:
+        raise DecodeLabError(f"unknown zoo model {args.name!r}; known models: {', '.join(zoo.MODELS)}")
+    out = zoo.train(args.name, device=args.device, tokens=args.tokens, seed=args.seed, out_dir=args.out,
+                    max_steps=args.max_steps)
+    print(f"trained {args.name} into {out}")
+    return 0
+
+
+def add_commands(subparsers) -> argparse.ArgumentParser:
+    """Add ``zoo`` with ``list``, ``info`` and ``train`` to the top-level subparsers."""
+    zp = subparsers.add_parser("zoo", help="the bundled model zoo: list, inspect, (re)train")
+    zsub = zp.add_subparsers(dest="zoo_command", metavar="{list,info,train}")
+    zsub.required = True
+
+    p = zsub.add_parser("list", help="the zoo models and their headline figures")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = zsub.add_parser("info", help="a zoo model's card figures")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = zsub.add_parser("train", help="run a zoo model's recipe")
+    p.add_argument("name")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--tokens", type=_positive_int, default=None, help="token budget (default: the recipe's)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", default=None, help="output directory (default ./zoo-NAME)")
+    p.add_argument("--max-steps", dest="max_steps", type=_positive_int, default=None, help="cap optimiser steps")
+    p.set_defaults(func=cmd_train)
+    return zp
