@@ -54,3 +54,21 @@ def test_greedy_equality_toy_and_budget_edges():
     assert _equal_to_greedy(toy, prompt, 40).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "pld", max_new_tokens=30).tokens == ref.tokens  # EOS stop
+
+
+def test_sampling_distribution_on_toy():
+    toy = decodelab.models.ToyLM.random(5, order=2, seed=4, scale=1.5)
+    prompt, temp = [0, 4, 0, 4, 0], 0.8  # the lookup guesses 4, which p gives 0.63
+    p1 = torch.softmax(toy.next_logits(prompt) / temp, -1).double()
+    exact = torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temp, -1).double()
+                         for a in range(5)])  # [V, V] over the first two tokens
+    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
+    for i in range(1, 1001):
+        out = decodelab.generate(toy, prompt, "pld", max_new_tokens=2, ignore_eos=True, do_sample=True,
+                                 temperature=temp, seed=i)
+        counts[out.tokens[0], out.tokens[1]] += 1
+        accepted += out.stats.target_forwards == 1
+        if i in (100, 1000):
+            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    assert 400 < accepted < 900  # the guess was accepted in some runs and rejected in others
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

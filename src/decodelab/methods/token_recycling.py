@@ -1,0 +1,132 @@
+"""Token Recycling: draft from an adjacency matrix of the target's own past top-k candidates
+(Luo et al. 2024, "Turning Trash into Treasure: Accelerating Inference of Large Language Models
+with Token Recycling", arXiv 2408.08696).
+
+Notation: M [V, k] = adjacency matrix of token ids (k = 8), zero-initialised; M[t, i] = the i-th
+most likely token the target predicted the last time it scored token t. Each step fills a static
+tree template breadth-first (child of rank i under a node with token t gets M[t, i]), the
+speculative loop verifies the whole tree in one target forward with tree attention, and
+`observe` recycles the target's top-k at EVERY tree node, rejected ones included:
+M[t] = top-k(logits at t's node). The default template is the reference's "2.2.2" (80 draft
+nodes, 8/21/25/15/8/3 per level over 6 levels; the rank paths below are the reference
+repository's tree_template_.py). `topN` templates are ours, for hardware where 80 extra tokens
+per forward are not free (CPUs): the N-node best-first tree under rank-acceptance probabilities
+_RANK_PROBS (chosen so that top80 has nearly the 2.2.2 level counts: 8/21/25/19/6/1).
+
+State: M is kept per target model (keyed weakly by the adapter's `.model`, or the adapter) across
+prompts, as in the reference, which never resets it; `reset=True` zeroes it at the start of the
+run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
+
+Deviations: (1) several nodes of one tree can hold the same token; the reference's scatter leaves
+the winning row unspecified, we write rows in node order and the accepted path's nodes last, so
+the row of a token on the accepted path comes from its true context. (2) The template is cut at
+the loop's max_depth near the end of the token budget. (3) Sampling mode, not in the reference:
+the drafts are deterministic guesses (q = None), which recursive rejection sampling verifies
+exactly. Lossless: greedy (tested token for token) and sampling (tested in distribution).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from ..core.templates import TreeTemplate
+from ..core.tree import Draft
+from ..errors import DecodeLabError
+from ..loops import speculative
+from ..registry import register
+
+_REFERENCE_2_2_2 = [
+    [0], [1], [2], [3], [4], [5], [6], [7],
+    [0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [0, 6], [0, 7], [1, 0], [1, 1], [1, 2], [1, 3],
+    [2, 0], [2, 1], [2, 2], [3, 0], [3, 1], [4, 0], [5, 0], [6, 0], [7, 0],
+    [0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5], [0, 0, 6], [0, 0, 7],
+    [0, 1, 0], [0, 1, 1], [0, 1, 2], [0, 2, 0], [0, 2, 1], [0, 3, 0], [0, 4, 0], [0, 5, 0],
+    [0, 6, 0], [0, 7, 0], [1, 0, 0], [1, 0, 1], [1, 1, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0], [5, 0, 0],
+    [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 4], [0, 0, 1, 0], [0, 0, 1, 1],
+    [0, 0, 2, 0], [0, 0, 3, 0], [0, 0, 4, 0], [0, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0],
+    [3, 0, 0, 0],
+    [0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 2], [0, 0, 0, 1, 0], [0, 0, 0, 2, 0],
+    [0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
+    [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0],
+]
+_RANK_PROBS = [0.5, 0.2, 0.1, 0.06, 0.04, 0.03, 0.02, 0.01]  # P(rank-r candidate is the target's)
+_TOP_N = re.compile(r"top([1-9][0-9]*)")
+
+
+@functools.lru_cache(maxsize=None)
+def template(name: str) -> TreeTemplate:
+    """'2.2.2' (the reference's 80 nodes) or 'topN' (our best-first tree of N draft nodes, N <= 256)."""
+    if name == "2.2.2":
+        return TreeTemplate.from_paths(_REFERENCE_2_2_2)
+    m = _TOP_N.fullmatch(name)
+    if m and int(m.group(1)) <= 256:
+        return TreeTemplate.best_first(int(m.group(1)), _RANK_PROBS, max_depth=6)
+    raise DecodeLabError(f"template must be '2.2.2' or 'topN' with 1 <= N <= 256, got '{name}'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenRecyclingConfig:
+    template: str = "2.2.2"  # "2.2.2" (reference, 80 nodes) or "topN"
+    topk: int = 8  # candidates kept per token: the columns of M
+    reset: bool = False  # start this run from a zero matrix instead of the model's recycled one
+
+    def __post_init__(self):
+        if not 1 <= self.topk <= 64:
+            raise DecodeLabError(f"topk must be in [1, 64], got {self.topk}")
+        t = template(self.template)
+        if t.max_rank >= self.topk:
+            raise DecodeLabError(f"template '{self.template}' uses candidate rank {t.max_rank}, "
+                                 f"which needs topk >= {t.max_rank + 1}, got {self.topk}")
+
+
+# model -> {(vocab size, topk): M}; weak keys, so a matrix lives exactly as long as its model
+_MATRICES: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def matrix_for(target, topk: int = 8, reset: bool = False) -> torch.Tensor:
+    """The adjacency matrix M [V, topk] (int32) recycled for this target model across runs."""
+    per_model = _MATRICES.setdefault(getattr(target, "model", target), {})
+    key = (target.vocab_size, topk)
+    if reset or key not in per_model:
+        per_model[key] = torch.zeros(key, dtype=torch.int32)
+    return per_model[key]
+
+
+def recycle(matrix: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, path: list[int]) -> None:
+    """M[tokens[i]] = top-k of logits[i] for every node i; nodes on `path` are written last.
+
+    matrix: [V, k] int32, updated in place. tokens: [N]. logits: [N, V] target logits per node.
+    """
+    k = min(matrix.shape[1], logits.shape[-1])  # a vocabulary smaller than k fills k columns only
+    top = logits.topk(k, dim=-1).indices.to(torch.int32)  # [N, k]
+    on_path = set(path)
+    order = [i for i in range(len(tokens)) if i not in on_path] + list(path)
+    last = {t: i for t, i in zip(tokens[order].tolist(), order)}  # a token's last writer wins
+    matrix[torch.tensor(list(last)), :k] = top[torch.tensor(list(last.values()))]
+
+
+class RecyclingDrafter:
+    """Fills the template from M at every step and recycles the target's top-k into M."""
+
+    def __init__(self, matrix: torch.Tensor, tree_template: TreeTemplate):
+        self.matrix, self.template = matrix, tree_template
+        self._cut: dict[int, TreeTemplate] = {}
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        if max_depth not in self._cut:
+            self._cut[max_depth] = self.template.truncate(max_depth)
+        return Draft(self._cut[max_depth].fill(int(ctx[-1]), self.matrix))
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        recycle(self.matrix, draft.tree.tokens, logits, path)
+
+
+@register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
+          needs=("tree_mask",))
+def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+    drafter = RecyclingDrafter(matrix_for(target, config.topk, config.reset), template(config.template))
+    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+import decodelab
+from decodelab.core.tree import Draft, TokenTree
+from decodelab.errors import DecodeLabError
+from decodelab.methods.token_recycling import RecyclingDrafter, matrix_for, recycle, template
+from decodelab.models import ToyLM
+
+
+def test_reference_template_shape():
+    t = template("2.2.2")
+    assert len(t) - 1 == 80 and t.level_counts() == [8, 21, 25, 15, 8, 3] and t.max_rank == 7
+    assert len(template("top24")) - 1 == 24 and template("top24").depth <= 6
+    assert template("2.2.2").truncate(2).level_counts() == [8, 21]
+
+
+def test_config_validation():
+    toy = ToyLM.random(8)
+    with pytest.raises(DecodeLabError, match="template"):
+        decodelab.generate(toy, [1, 2], "token_recycling", template="wide")
+    with pytest.raises(DecodeLabError, match="topk >= 8"):
+        decodelab.generate(toy, [1, 2], "token_recycling", topk=4)
+
+
+def test_recycle_writes_topk_of_every_node_path_last():
+    # tree: root 3 -> a:1, b:2 ; a -> c:2 (token 2 appears twice: node 2 rejected, node 3 on the path)
+    tree = TokenTree.from_lists([3, 1, 2, 2], [-1, 0, 0, 1])
+    V, k = 6, 2
+    logits = torch.full((4, V), -5.0)
+    logits[0, [1, 4]] = torch.tensor([3.0, 2.0])  # at root: 1 then 4
+    logits[1, [2, 0]] = torch.tensor([3.0, 1.0])  # at node 1: 2 then 0
+    logits[2, [5, 3]] = torch.tensor([3.0, 2.0])  # rejected node 2 (token 2): 5 then 3
+    logits[3, [0, 1]] = torch.tensor([3.0, 2.0])  # path node 3 (token 2): 0 then 1
+    m = torch.zeros(V, k, dtype=torch.int32)
+    before = logits.clone()
+    recycle(m, tree.tokens, logits, path=[0, 1, 3])
+    assert m[3].tolist() == [1, 4] and m[1].tolist() == [2, 0]
+    assert m[2].tolist() == [0, 1]  # the accepted-path node wins over the rejected duplicate
+    assert m[0].tolist() == [0, 0] and m[5].tolist() == [0, 0]  # untouched rows
+    assert torch.equal(logits, before)
+    recycle(m, tree.tokens, logits, path=[0, 2])  # now node 2 is on the path, node 3 is not
+    assert m[2].tolist() == [5, 3]
+
+
+def test_drafter_fills_template_from_matrix():
+    m = torch.zeros(10, 8, dtype=torch.int32)
+    m[4] = torch.arange(8)
+    m[0, 0], m[1, 0] = 9, 7
+    d = RecyclingDrafter(m, template("2.2.2"))
+    tree = d.propose(torch.tensor([2, 4]), max_depth=2).tree
+    assert tree.tokens[:9].tolist() == [4, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert tree.tokens[9] == 9 and tree.tokens[17] == 7  # [0,0] -> M[0,0]; [1,0] -> M[1,0]
+    assert int(tree.depths.max()) == 2
+    assert len(d.propose(torch.tensor([4]), max_depth=0).tree) == 1
+
+
+def test_state_size_for_a_4096_vocabulary():
+    class Fake:
+        vocab_size = 4096
+    fake = Fake()
+    m = matrix_for(fake)
+    assert m.dtype == torch.int32 and m.element_size() * m.nelement() == 4096 * 8 * 4 < 2 * 2**20
+    assert matrix_for(fake) is m and not matrix_for(fake, reset=True).any()
+
+
+def _equal_to_greedy(target, prompt, n, **kw):
+    ref = decodelab.generate(target, prompt, "greedy", max_new_tokens=n, ignore_eos=True)
+    out = decodelab.generate(target, prompt, "token_recycling", max_new_tokens=n, ignore_eos=True, **kw)
+    assert out.tokens == ref.tokens and len(out.tokens) == n
+    return out
+
+
+@pytest.mark.parametrize("tmpl", ["2.2.2", "top12"])
+def test_greedy_equality_tiny_models(tiny_pair, tmpl):
+    arch, target, _ = tiny_pair
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
+    _equal_to_greedy(target, prompt, 40, template=tmpl, reset=True)
+    own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
+    out = _equal_to_greedy(target, prompt + own + prompt, 40, template=tmpl)  # warm, repetitive
+    assert out.stats.tau > 1.0, arch
+
+
+def test_warm_state_carries_over_and_reset_forgets():
+    # order 1: the next token depends on the last one only, so recycled rows stay exact
+    toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
+    prompt = [3, 7, 1]
+    cold = _equal_to_greedy(toy, prompt, 40, reset=True)
+    warm = _equal_to_greedy(toy, prompt, 40)
+    assert warm.stats.target_forwards < cold.stats.target_forwards
+    assert warm.stats.tau > 4  # every drafted top-1 chain is the greedy path, up to depth 6
+    again = _equal_to_greedy(toy, prompt, 40, reset=True)
+    assert again.stats.committed == cold.stats.committed
+
+
+def test_greedy_equality_toy_and_budget_edges():
+    toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2]
+    for n in (1, 2, 3, 17):
+        _equal_to_greedy(toy, prompt, n, reset=True)
+    ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
+    assert decodelab.generate(toy, prompt, "token_recycling", max_new_tokens=30).tokens == ref.tokens
+
+
+def _exact_two_token_dist(toy, prompt, temperature):
+    p1 = torch.softmax(toy.next_logits(prompt) / temperature, -1).double()
+    return torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temperature, -1).double()
+                        for a in range(toy.vocab_size)])  # [V, V]
+
+
+def test_sampling_distribution_on_toy():
+    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
+    prompt, temp = [1, 2, 1, 2, 1], 0.8
+    exact = _exact_two_token_dist(toy, prompt, temp)
+    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
+    for i in range(1, 1001):
+        out = decodelab.generate(toy, prompt, "token_recycling", max_new_tokens=2, ignore_eos=True,
+                                 do_sample=True, temperature=temp, seed=i, template="top4")
+        counts[out.tokens[0], out.tokens[1]] += 1
+        accepted += out.stats.target_forwards == 1
+        if i in (100, 1000):
+            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    assert accepted > 100  # drafts were accepted, so the accept path was sampled too
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
