@@ -2,6 +2,7 @@
 import pytest
 
 from decodelab.bench import rows
+from decodelab.registry import all_methods, get
 from decodelab.errors import DecodeLabError
 
 
@@ -28,22 +29,24 @@ def test_parse_peers():
     ("sps:nope=1", "has no option"),
     ("sps:gamma", "bad method option"),
     ("hf:nope", "unknown transformers peer"),
-    ("hf:greedy:budget=3", "takes no budget"),
-    ("greedy:budget=4", "cannot run at a fixed budget"),
-    ("sps:budget=1", "budget must be an integer >= 2"),
-    ("sps:budget=4,gamma=2", "either budget or gamma"),
+    ("hf:greedy:fixed_budget=3", "takes no fixed_budget"),
+    ("greedy:fixed_budget=4", "cannot run at a fixed budget"),
+    ("sps:fixed_budget=1", "fixed_budget must be an integer >= 2"),
+    ("sps:fixed_budget=4,gamma=2", "either fixed_budget or gamma"),
 ])
 def test_bad_rows(text, match):
     with pytest.raises(DecodeLabError, match=match):
         rows.parse_row(text)
 
 
-def test_budget_maps_to_draft_length():
-    spec = rows.get("sps")
-    assert rows.method_kwargs(spec, {"budget": 5}) == {"gamma": 4}
-    assert rows.peer_kwargs(rows.parse_row("hf:assisted:budget=5")) == {
+def test_fixed_budget_maps_to_draft_size():
+    assert rows.method_kwargs(get("sps"), {"fixed_budget": 5}) == {"gamma": 4}
+    for method, field in (("dyspec", "budget"), ("pld", "num_tokens")):  # tree nodes / lookup length
+        if method in all_methods():
+            assert rows.method_kwargs(get(method), {"fixed_budget": 5}) == {field: 4}
+    assert rows.peer_kwargs(rows.parse_row("hf:assisted:fixed_budget=5")) == {
         "num_assistant_tokens": 4, "num_assistant_tokens_schedule": "constant", "assistant_confidence_threshold": 0.0}
-    assert rows.peer_kwargs(rows.parse_row("hf:prompt-lookup:budget=3")) == {"prompt_lookup_num_tokens": 2}
+    assert rows.peer_kwargs(rows.parse_row("hf:prompt-lookup:fixed_budget=3")) == {"prompt_lookup_num_tokens": 2}
 
 
 def test_suite_file(tmp_path):

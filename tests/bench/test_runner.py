@@ -61,22 +61,22 @@ def _row(results, label):
 
 
 def test_rows_peers_and_counts(tiny_dirs):
-    rows = [parse_row("greedy"), parse_row("sps:gamma=3"), parse_row("sps:budget=3"), parse_row("sample")]
+    rows = [parse_row("greedy"), parse_row("sps:gamma=3"), parse_row("sps:fixed_budget=3"), parse_row("sample")]
     res = grid.run(_cells(tiny_dirs), rows, FAST, progress=False)
     labels = [r["row"] for r in res["rows"]]
-    assert labels == ["hf:greedy", "greedy", "sps:gamma=3", "sps:budget=3", "sample", "hf:assisted",
+    assert labels == ["hf:greedy", "greedy", "sps:gamma=3", "sps:fixed_budget=3", "sample", "hf:assisted",
                       "hf:prompt-lookup"]
     assert not res["partial"] and all(r["status"] == "ok" for r in res["rows"]), [r["status"] for r in res["rows"]]
     unit = res["units"][0]
     assert len(unit["records"]) == 7 * 2 and all(r["new_tokens"] == 8 for r in unit["records"])
     # every row generated the same number of tokens, and the lossless ones the same tokens
-    for label in ("sps:gamma=3", "sps:budget=3", "hf:greedy", "hf:assisted", "hf:prompt-lookup"):
+    for label in ("sps:gamma=3", "sps:fixed_budget=3", "hf:greedy", "hf:assisted", "hf:prompt-lookup"):
         assert _row(res, label)["exact_match"]["rate"] == 1.0
         assert unit["outputs"][label] == unit["outputs"]["greedy"]
     g, sps = _row(res, "greedy"), _row(res, "sps:gamma=3")
     assert g["tau"] == 1.0 and g["target_forwards_per_token"] == 1.0 and g["tokens_per_target_forward"] == 1.0
     assert sps["draft_forwards_per_token"] > 0 and sps["tokens_per_target_forward"] > 1.0
-    assert _row(res, "sps:budget=3")["tokens_per_target_forward"] <= 3.0
+    assert _row(res, "sps:fixed_budget=3")["tokens_per_target_forward"] <= 3.0
     assert _row(res, "hf:greedy")["tau"] == 1.0 and _row(res, "hf:greedy")["target_forwards_per_token"] == 1.0
     assert _row(res, "sample")["quality"] is not None and not _row(res, "sample")["claims_greedy_equality"]
     assert g["speedup_vs_greedy"]["median"] == 1.0 and g["speedup_vs_hf_greedy"]["median"] > 0

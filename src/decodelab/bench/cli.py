@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
     p.add_argument("--workload", action="append", help="humaneval | code-heldout | tasks | tasks:NAME | synthetic "
                                                         "(repeatable; default humaneval)")
     p.add_argument("--method", action="append", metavar="NAME[:k=v,...]",
-                   help="a row: method with options, e.g. sps:gamma=4 or sps:budget=5, or a peer hf:assisted:budget=5 "
+                   help="a row: method with options, e.g. sps:gamma=4 or sps:fixed_budget=5, or a peer hf:assisted:fixed_budget=5 "
                         "(repeatable; default every method the model can serve)")
     p.add_argument("--suite", help="TOML suite file: [[method]] rows and a [bench] table of settings")
     p.add_argument("--model", action="append", help="target model dir or zoo:NAME (repeatable; default: the zoo "

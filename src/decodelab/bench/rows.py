@@ -1,11 +1,12 @@
 """Bench rows: a method (or a transformers peer) with its options, parsed from `NAME[:k=v,k=v]`.
 
 Options are the method's config fields, sampling fields (do_sample, temperature, ...) and
-`budget`, the fixed-compute axis: B = the most tokens the target scores per forward (the root
-plus the drafted tokens). A method whose config has a `budget` field takes it as is (tree
-methods); a chain method with `gamma` runs gamma = B - 1; the peers map it to
-num_assistant_tokens = B - 1 (constant schedule, no confidence early stop) and
-prompt_lookup_num_tokens = B - 1. Every row reports the measured tokens per target forward.
+`fixed_budget`, the fixed-compute axis: B = the most tokens the target scores per forward (the
+root plus the drafted tokens). It sets the method's draft size to B - 1 drafted tokens, through
+the first config field it has of DRAFT_SIZE_FIELDS (a tree method's `budget` of draft nodes, a
+chain's `gamma`, prompt lookup's `num_tokens`); the peers map it to num_assistant_tokens = B - 1
+(constant schedule, no confidence early stop) and prompt_lookup_num_tokens = B - 1. Every row
+reports the measured tokens per target forward.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ PEERS = {
                     "assistant_confidence_threshold": None},
     "hf:prompt-lookup": {"prompt_lookup_num_tokens": 10, "max_matching_ngram_size": None},
 }
-REFERENCES = ("greedy", "hf:greedy")  # every run measures these: speedups are ratios to them
+REFERENCES = ("greedy", "hf:greedy")
+DRAFT_SIZE_FIELDS = ("budget", "gamma", "num_tokens")  # config fields counting drafted tokens per step
+FIXED = "fixed_budget"  # every run measures these: speedups are ratios to them
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def parse_value(text: str):
 
 
 def parse_row(text: str) -> Row:
-    """`sps:gamma=4,schedule=heuristic` or `hf:assisted:budget=5` -> Row (validated)."""
+    """`sps:gamma=4,schedule=heuristic` or `hf:assisted:fixed_budget=5` -> Row (validated)."""
     name, _, opts = text.strip().partition(":")
     if name == "hf":  # peers carry their own colon: hf:assisted[:k=v]
         sub, _, opts = opts.partition(":")
@@ -97,10 +100,10 @@ def make_row(method: str, options: dict) -> Row:
     if method.startswith("hf:"):
         if method not in PEERS:
             raise DecodeLabError(f"unknown transformers peer '{method}'; known peers: {', '.join(PEERS)}")
-        unknown = sorted(set(options) - set(PEERS[method]) - {"budget"})
+        unknown = sorted(set(options) - set(PEERS[method]) - {FIXED})
         if unknown:
             raise DecodeLabError(f"peer '{method}' has no option(s) {', '.join(unknown)}; its options: "
-                                 f"{', '.join(list(PEERS[method]) + ['budget'])}")
+                                 f"{', '.join(list(PEERS[method]) + [FIXED])}")
     else:
         spec = get(method)  # unknown method -> DecodeLabError listing the known ones
         method_kwargs(spec, options)  # validates the options now, before any model loads
@@ -112,17 +115,18 @@ def make_row(method: str, options: dict) -> Row:
 
 
 def method_kwargs(spec, options: dict) -> dict:
-    """The generate() kwargs for a method row: `budget` resolved, config validated."""
+    """The generate() kwargs for a method row: `fixed_budget` resolved, config validated."""
     kw = dict(options)
     fields = {f.name for f in dataclasses.fields(spec.config)}
-    if "budget" in kw and "budget" not in fields:
-        b = _budget(kw.pop("budget"))
-        if "gamma" not in fields:
-            raise DecodeLabError(f"method '{spec.name}' cannot run at a fixed budget: its config has neither "
-                                 "'budget' nor 'gamma'")
-        if "gamma" in kw:
-            raise DecodeLabError(f"give '{spec.name}' either budget or gamma, not both")
-        kw["gamma"] = b - 1
+    if FIXED in kw:
+        b = _budget(kw.pop(FIXED))
+        size = next((f for f in DRAFT_SIZE_FIELDS if f in fields), None)
+        if size is None:
+            raise DecodeLabError(f"method '{spec.name}' cannot run at a fixed budget: its config has none of "
+                                 f"{', '.join(DRAFT_SIZE_FIELDS)}")
+        if size in kw:
+            raise DecodeLabError(f"give '{spec.name}' either {FIXED} or {size}, not both")
+        kw[size] = b - 1
     SamplingConfig(**{k: v for k, v in kw.items() if k in SAMPLING_FIELDS})
     spec.make_config(**{k: v for k, v in kw.items() if k not in SAMPLING_FIELDS})
     return kw
@@ -132,10 +136,10 @@ def peer_kwargs(row: Row) -> dict:
     """transformers generate() kwargs for a peer row."""
     kw = {k: v for k, v in PEERS[row.method].items() if v is not None}
     opts = row.kwargs
-    if "budget" in opts:
+    if FIXED in opts:
         if row.method == "hf:greedy":
-            raise DecodeLabError("hf:greedy drafts nothing, so it takes no budget")
-        b = _budget(opts.pop("budget"))
+            raise DecodeLabError(f"hf:greedy drafts nothing, so it takes no {FIXED}")
+        b = _budget(opts.pop(FIXED))
         if row.method == "hf:assisted":
             kw.update(num_assistant_tokens=b - 1, num_assistant_tokens_schedule="constant",
                       assistant_confidence_threshold=0.0)
@@ -147,7 +151,7 @@ def peer_kwargs(row: Row) -> dict:
 
 def _budget(b) -> int:
     if not isinstance(b, int) or isinstance(b, bool) or b < 2:
-        raise DecodeLabError(f"budget must be an integer >= 2 (tokens scored per target forward), got {b!r}")
+        raise DecodeLabError(f"{FIXED} must be an integer >= 2 (tokens scored per target forward), got {b!r}")
     return b
 
 
