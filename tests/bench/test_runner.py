@@ -64,7 +64,7 @@ def test_rows_peers_and_counts(tiny_dirs):
     rows = [parse_row("greedy"), parse_row("sps:gamma=3"), parse_row("sps:fixed_budget=3"), parse_row("sample")]
     res = grid.run(_cells(tiny_dirs), rows, FAST, progress=False)
     labels = [r["row"] for r in res["rows"]]
-    assert labels == ["hf:greedy", "greedy", "sps:gamma=3", "sps:fixed_budget=3", "sample", "hf:assisted",
+    assert labels == ["greedy", "hf:greedy", "sps:gamma=3", "sps:fixed_budget=3", "sample", "hf:assisted",
                       "hf:prompt-lookup"]
     assert not res["partial"] and all(r["status"] == "ok" for r in res["rows"]), [r["status"] for r in res["rows"]]
     unit = res["units"][0]

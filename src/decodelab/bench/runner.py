@@ -64,10 +64,10 @@ class Unit:
 
 
 def with_references(rows: list[Row], peers_on: bool) -> list[Row]:
-    """The rows, preceded by our greedy and transformers greedy when missing (the baselines)."""
-    labels = {r.label for r in rows}
-    refs = [make_row(m, {}) for m in REFERENCES if (peers_on or m == "greedy") and m not in labels]
-    return refs + list(rows)
+    """Our greedy and transformers greedy (the baselines) first, then the other rows in order."""
+    given = {r.label: r for r in rows}
+    refs = [given.get(m) or make_row(m, {}) for m in REFERENCES if peers_on or m == "greedy" or m in given]
+    return refs + [r for r in rows if r.label not in REFERENCES]
 
 
 def run_unit(unit: Unit, progress=None) -> dict:
