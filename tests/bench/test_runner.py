@@ -155,3 +155,12 @@ def test_cli_run_and_report_rerender(tiny_dirs, tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{not json")
     assert main(["bench", "report", str(tmp_path / "junk.json")]) == 2
     assert "not a bench results JSON" in capsys.readouterr().err
+
+
+def test_task_workload_scores_accuracy(tok_model_dir):
+    pytest.importorskip("decodelab.zoo.tasks")
+    cells = grid.cells_for([(tok_model_dir, None)], ["tasks:copy"])
+    res = grid.run(cells, [parse_row("greedy"), parse_row("sample")], FAST, peers_on=False, progress=False)
+    g = _row(res, "greedy")
+    assert g["quality_kind"] == "accuracy" and 0.0 <= g["quality"] <= 1.0
+    assert len(res["units"][0]["quality"]["sample"]) == 2
