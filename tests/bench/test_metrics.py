@@ -73,6 +73,12 @@ def test_exact_match_below_one_fails_the_row_loudly():
     assert s["status"].startswith("FAIL") and "1/4" in s["status"]
 
 
+def test_output_changing_between_repeats_fails_a_lossless_row():
+    res = unit_result([rec("greedy", 0, 1.0), rec("sps", 0, 1.0)], {"greedy": [[1]], "sps": [[1]]})
+    res["unstable"] = {"sps": 1}
+    assert metrics.row_summary(res, Row("sps", "sps"))["status"].startswith("FAIL: output changed between repeats")
+
+
 def test_sampling_rows_are_not_held_to_greedy_equality():
     records = [rec("greedy", 0, 1.0), rec("sample", 0, 1.0)]
     outputs = {"greedy": [[1]], "sample": [[7]]}

@@ -5,7 +5,6 @@ raised; the results are still written); 2 bad input; 130 interrupted (partial re
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import DecodeLabError

@@ -11,7 +11,8 @@ Per row (all figures from the unit that reports the row, so every ratio is insid
   tokens/target forward  tokens scored per target forward: the compute budget actually spent
   peak memory    the highest peak over the row's generations (MiB)
   exact match    share of prompts whose output equals the reference greedy output; for every row
-                 that claims greedy equality. Below 1.0 the row FAILS (status and table say so).
+                 that claims greedy equality. Below 1.0 the row FAILS (status and table say so), as
+                 it does when a repeat's output differs from the first repeat's.
   quality        perplexity of the generated tokens under the target, or task accuracy, and the
                  delta to our greedy
 """
@@ -101,6 +102,7 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out["exact_match_ref"] = ref
     out["claims_greedy_equality"] = row.claims_greedy_equality()
     out["exact_match"] = exact_match(unit_result["outputs"], row.label, ref) if row.label != ref else None
+    out["unstable_repeats"] = unit_result.get("unstable", {}).get(row.label, 0)
     out.update(_quality(unit_result, row.label))
     out["status"] = _status(out)
     return out
@@ -136,6 +138,8 @@ def _status(row: dict) -> str:
     if row["error"]:
         return "FAIL: error"
     em = row["exact_match"]
+    if row["claims_greedy_equality"] and row["unstable_repeats"]:
+        return f"FAIL: output changed between repeats ({row['unstable_repeats']} generations)"
     if row["claims_greedy_equality"] and em is not None and em["rate"] < 1.0:
         return f"FAIL: output differs from {row['exact_match_ref']} on {em['prompts'] - em['matched']}/{em['prompts']} prompts"
     return "partial" if row["partial"] else "ok"

@@ -85,7 +85,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
     wl = workloads.build(unit.workload, target, limit=s.limit, max_new_tokens=s.max_new_tokens, seed=s.seed)
     result = {"unit": unit.to_dict(), "prompts": [list(p) for p in wl.prompts], "max_new_tokens": wl.max_new_tokens,
               "quality_kind": wl.quality, "truncated_prompts": wl.truncated, "records": [], "outputs": {},
-              "errors": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb(),
+              "errors": {}, "unstable": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb(),
               "torch_threads": torch.get_num_threads()}
     outputs: dict[str, dict[int, list[int]]] = {r.label: {} for r in unit.rows}
     if progress is not None:
@@ -107,7 +107,8 @@ def run_unit(unit: Unit, progress=None) -> dict:
                                 tokens = rec.pop("tokens")
                                 rec.update(row=r.label, prompt=i, repeat=rep)
                                 result["records"].append(rec)
-                                outputs[r.label].setdefault(i, tokens)
+                                if outputs[r.label].setdefault(i, tokens) != tokens:  # a repeat changed it
+                                    result["unstable"][r.label] = result["unstable"].get(r.label, 0) + 1
                         _tick(progress)
     except KeyboardInterrupt:
         result["partial"] = True
