@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+import decodelab
+from decodelab.core.tree import Draft, TokenTree
+from decodelab.errors import DecodeLabError
+from decodelab.methods.aded import ADEDConfig, PUCTDrafter, TrigramMatrix
+from decodelab.models import ToyLM
+
+
+def test_config_validation():
+    with pytest.raises(DecodeLabError, match="nodes"):
+        ADEDConfig(nodes=0)
+    with pytest.raises(DecodeLabError, match="c_puct"):
+        ADEDConfig(c_puct=-1.0)
+    with pytest.raises(DecodeLabError, match="no option"):
+        decodelab.generate(ToyLM.random(4), [1, 2], "aded", width=3)
+
+
+def test_matrix_probabilities_and_bigram_backoff():
+    m = TrigramMatrix()
+    m.add(1, 2, 3, 3.0)
+    m.add(1, 2, 4, 1.0)
+    m.add(7, 2, 5, 4.0)
+    assert m.candidates(1, 2, 5) == [(3, 0.75), (4, 0.25)]
+    assert m.candidates(1, 2, 1) == [(3, 0.75)]  # P over the whole context, not the top-n
+    assert m.candidates(9, 2, 1) == [(5, 0.5)]  # unseen (9, 2): bigram "2 ->" has 3:3, 4:1, 5:4
+    assert m.candidates(9, 9, 3) == []
+
+
+def test_fold_and_observe_update_the_matrix():
+    m = TrigramMatrix()
+    d = PUCTDrafter(m, ADEDConfig(topk=2, nodes=4))
+    d.propose(torch.tensor([5, 6, 7, 5, 6]), max_depth=3)  # folds the prompt's tri-grams in
+    assert m.tri[(5, 6)] == {7: 1.0} and m.tri[(6, 7)] == {5: 1.0} and m.tri[(-1, 5)] == {6: 1.0}
+    draft = d.propose(torch.tensor([5, 6, 7, 5, 6]), max_depth=3)
+    assert draft.tree.tokens.tolist()[:4] == [6, 7, 5, 6]  # the only path the matrix knows
+    tree = TokenTree.from_lists([6, 7, 1], [-1, 0, 1])
+    logits = torch.full((3, 10), -30.0)
+    logits[0, [7, 2]] = torch.tensor([0.0, -1.0])  # at the root, context (5, 6)
+    logits[2, [4, 3]] = torch.tensor([0.0, 0.0])  # at node 2, context (7, 1)
+    d.observe(Draft(tree), [0, 1], logits)
+    p7, p2 = torch.softmax(torch.tensor([0.0, -1.0]), 0).tolist()
+    assert m.tri[(5, 6)][7] == pytest.approx(1.0 + p7, rel=1e-5) and m.tri[(5, 6)][2] == pytest.approx(p2, rel=1e-5)
+    assert m.tri[(7, 1)][4] == pytest.approx(0.5, rel=1e-5) and m.tri[(7, 1)][3] == pytest.approx(0.5, rel=1e-5)
+
+
+def test_puct_tree_respects_budget_depth_and_prefers_likely_paths():
+    m = TrigramMatrix()
+    for x in range(8):  # from any context, 1 is three times as likely as 2 and 3 after it
+        for y in range(8):
+            m.add(x, y, 1, 6.0), m.add(x, y, 2, 2.0), m.add(x, y, 3, 2.0)
+    d = PUCTDrafter(m, ADEDConfig(nodes=10, depth=4, branch=3))
+    tree = d.propose(torch.tensor([0, 5]), max_depth=4).tree
+    assert len(tree) == 11 and int(tree.depths.max()) <= 4
+    assert all(p < i for i, p in enumerate(tree.parent_list) if i)
+    assert tree.path_to(int((tree.depths == tree.depths.max()).nonzero()[0]))  # a valid deep path
+    top_chain = [0]
+    while True:  # follow the token-1 children: the likeliest path must be drafted to full depth
+        nxt = [c for c in tree.children[top_chain[-1]] if int(tree.tokens[c]) == 1]
+        if not nxt:
+            break
+        top_chain.append(nxt[0])
+    assert len(top_chain) - 1 == 4
+    assert len(d.propose(torch.tensor([0, 5]), max_depth=0).tree) == 1
+    assert len(tree.children[0]) == 3  # exploration also tried the root's other candidates
+    # no exploration (c_puct = 0): only the likeliest chain, the budget left unused
+    greedy = PUCTDrafter(m, ADEDConfig(nodes=10, depth=4, branch=3, c_puct=0.0))
+    assert greedy.propose(torch.tensor([0, 5]), max_depth=4).tree.tokens.tolist() == [5, 1, 1, 1, 1]
+
+
+def _equal_to_greedy(target, prompt, n, **kw):
+    ref = decodelab.generate(target, prompt, "greedy", max_new_tokens=n, ignore_eos=True)
+    out = decodelab.generate(target, prompt, "aded", max_new_tokens=n, ignore_eos=True, **kw)
+    assert out.tokens == ref.tokens and len(out.tokens) == n
+    return out
+
+
+def test_greedy_equality_tiny_models(tiny_pair):
+    arch, target, _ = tiny_pair
+    g = torch.Generator().manual_seed(7)
+    prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
+    _equal_to_greedy(target, prompt, 40, reset=True)
+    own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
+    out = _equal_to_greedy(target, prompt + own + prompt, 40, nodes=12, c_puct=2.0)
+    assert out.stats.tau > 1.0, arch
+
+
+def test_greedy_equality_toy_and_budget_edges():
+    toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2]
+    for n in (1, 2, 3, 17):
+        _equal_to_greedy(toy, prompt, n, reset=True)
+    assert _equal_to_greedy(toy, prompt, 40).stats.tau > 2
+    ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
+    assert decodelab.generate(toy, prompt, "aded", max_new_tokens=30).tokens == ref.tokens
+
+
+def test_sampling_distribution_on_toy():
+    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
+    prompt, temp = [1, 2, 1, 2, 1], 0.8
+    p1 = torch.softmax(toy.next_logits(prompt) / temp, -1).double()
+    exact = torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temp, -1).double()
+                         for a in range(5)])  # [V, V] over the first two tokens
+    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
+    for i in range(1, 1001):
+        out = decodelab.generate(toy, prompt, "aded", max_new_tokens=2, ignore_eos=True, do_sample=True,
+                                 temperature=temp, seed=i, nodes=4)
+        counts[out.tokens[0], out.tokens[1]] += 1
+        accepted += out.stats.target_forwards == 1
+        if i in (100, 1000):
+            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    assert accepted > 100  # the adapted matrix's guesses were accepted in many runs
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
