@@ -9,8 +9,8 @@ from decodelab.models import ToyLM
 
 
 def test_config_validation():
-    with pytest.raises(DecodeLabError, match="nodes"):
-        ADEDConfig(nodes=0)
+    with pytest.raises(DecodeLabError, match="budget"):
+        ADEDConfig(budget=0)
     with pytest.raises(DecodeLabError, match="c_puct"):
         ADEDConfig(c_puct=-1.0)
     with pytest.raises(DecodeLabError, match="no option"):
@@ -30,7 +30,7 @@ def test_matrix_probabilities_and_bigram_backoff():
 
 def test_fold_and_observe_update_the_matrix():
     m = TrigramMatrix()
-    d = PUCTDrafter(m, ADEDConfig(topk=2, nodes=4))
+    d = PUCTDrafter(m, ADEDConfig(topk=2, budget=4))
     d.propose(torch.tensor([5, 6, 7, 5, 6]), max_depth=3)  # folds the prompt's tri-grams in
     assert m.tri[(5, 6)] == {7: 1.0} and m.tri[(6, 7)] == {5: 1.0} and m.tri[(-1, 5)] == {6: 1.0}
     draft = d.propose(torch.tensor([5, 6, 7, 5, 6]), max_depth=3)
@@ -50,7 +50,7 @@ def test_puct_tree_respects_budget_depth_and_prefers_likely_paths():
     for x in range(8):  # from any context, 1 is three times as likely as 2 and 3 after it
         for y in range(8):
             m.add(x, y, 1, 6.0), m.add(x, y, 2, 2.0), m.add(x, y, 3, 2.0)
-    d = PUCTDrafter(m, ADEDConfig(nodes=10, depth=4, branch=3))
+    d = PUCTDrafter(m, ADEDConfig(budget=10, depth=4, branch=3))
     tree = d.propose(torch.tensor([0, 5]), max_depth=4).tree
     assert len(tree) == 11 and int(tree.depths.max()) <= 4
     assert all(p < i for i, p in enumerate(tree.parent_list) if i)
@@ -65,7 +65,7 @@ def test_puct_tree_respects_budget_depth_and_prefers_likely_paths():
     assert len(d.propose(torch.tensor([0, 5]), max_depth=0).tree) == 1
     assert len(tree.children[0]) == 3  # exploration also tried the root's other candidates
     # no exploration (c_puct = 0): only the likeliest chain, the budget left unused
-    greedy = PUCTDrafter(m, ADEDConfig(nodes=10, depth=4, branch=3, c_puct=0.0))
+    greedy = PUCTDrafter(m, ADEDConfig(budget=10, depth=4, branch=3, c_puct=0.0))
     assert greedy.propose(torch.tensor([0, 5]), max_depth=4).tree.tokens.tolist() == [5, 1, 1, 1, 1]
 
 
@@ -82,7 +82,7 @@ def test_greedy_equality_tiny_models(tiny_pair):
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
     _equal_to_greedy(target, prompt, 40, reset=True)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
-    out = _equal_to_greedy(target, prompt + own + prompt, 40, nodes=12, c_puct=2.0)
+    out = _equal_to_greedy(target, prompt + own + prompt, 40, budget=12, c_puct=2.0)
     assert out.stats.tau > 1.0, arch
 
 
@@ -105,7 +105,7 @@ def test_sampling_distribution_on_toy():
     counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
     for i in range(1, 1001):
         out = decodelab.generate(toy, prompt, "aded", max_new_tokens=2, ignore_eos=True, do_sample=True,
-                                 temperature=temp, seed=i, nodes=4)
+                                 temperature=temp, seed=i, budget=4)
         counts[out.tokens[0], out.tokens[1]] += 1
         accepted += out.stats.target_forwards == 1
         if i in (100, 1000):

@@ -20,10 +20,10 @@ where P(c) = P(token c | parent token, token s) over the node's `branch` likelie
 N = visit counts and Q(c) = mean value of the simulations through c. The descent stops at the
 first child not yet in the draft, which joins it; its value is its path probability (the product
 of P along its path, the matrix's estimate that the whole path is accepted) and is backed up
-along the path. Stop at `nodes` draft nodes, or after 3 * nodes simulations (dead ends).
+along the path. Stop at `budget` draft nodes, or after 3 * budget simulations (dead ends).
 
 Choices where the paper gives no detail (swept in the bench): the constants above
-(nodes 24, depth 8, branch 4, c_puct 1.0, topk 4); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
+(budget 24, depth 8, branch 4, c_puct 1.0, topk 4); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
 first simulation follows the prior; the matrix starts empty (the paper initialises it from a
 corpus) and, like Token Recycling's, is kept per target model across prompts unless `reset`;
 a context (x, y) never seen backs off to the bigram context (y); a context keeps its 16 heaviest
@@ -49,7 +49,7 @@ _KEEP, _PRUNE_AT = 16, 32
 
 @dataclass(frozen=True, kw_only=True)
 class ADEDConfig:
-    nodes: int = 24  # draft nodes per step
+    budget: int = 24  # draft nodes per step (below the root)
     depth: int = 8  # deepest draft level
     branch: int = 4  # candidates per node, the likeliest under the matrix
     c_puct: float = 1.0  # exploration weight
@@ -57,7 +57,7 @@ class ADEDConfig:
     reset: bool = False  # start this run from an empty matrix instead of the model's adapted one
 
     def __post_init__(self):
-        for name in ("nodes", "depth", "branch"):
+        for name in ("budget", "depth", "branch"):
             if not 1 <= getattr(self, name) <= 256:
                 raise DecodeLabError(f"{name} must be in [1, 256], got {getattr(self, name)}")
         if not (self.c_puct >= 0 and math.isfinite(self.c_puct)):
@@ -123,7 +123,7 @@ class PUCTDrafter:
         n, w, kids = [0], [0.0], [None]
         draft_of = {0: 0}  # search node -> draft node, in the order nodes join the draft
         cap = min(c.depth, max_depth)
-        for _ in range(3 * c.nodes if cap > 0 else 0):
+        for _ in range(3 * c.budget if cap > 0 else 0):
             s, path = 0, [0]
             while True:
                 if kids[s] is None:  # expand: the likeliest candidates after (parent token, token)
@@ -145,7 +145,7 @@ class PUCTDrafter:
             for k in path:
                 n[k] += 1
                 w[k] += val[s]
-            if len(draft_of) > c.nodes or not kids[0]:
+            if len(draft_of) > c.budget or not kids[0]:
                 break
         order = sorted(draft_of, key=draft_of.get)
         tree = TokenTree.from_lists([tok[s] for s in order], [draft_of.get(par[s], -1) for s in order])
