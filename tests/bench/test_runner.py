@@ -132,6 +132,8 @@ def test_interrupted_run_keeps_results_marked_partial(tiny_dirs, planted, tmp_pa
     (["--workload", "synthetic", "--method", "nope"], "unknown method 'nope'"),
     (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be >= 1"),
     (["--workload", "synthetic"], "has no default model"),
+    (["--workload", "synthetic", "--model", "/"], "is not a model directory"),
+    (["--workload", "synthetic", "--model", "zoo:nope"], "zoo"),
 ])
 def test_cli_bad_input_exits_2(argv, msg, capsys, tmp_path):
     assert main(["bench", *argv, "--out", str(tmp_path)]) == 2

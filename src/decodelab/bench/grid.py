@@ -27,9 +27,24 @@ def cells_for(models: list[tuple[str, str | None]], names: list[str]) -> list[tu
     workload's default zoo model(s)."""
     for n in names:
         workloads.family(n)  # unknown workload -> DecodeLabError, before anything loads
-    if models:
-        return [(m, d, w) for m, d in models for w in names]
-    return [(*workloads.default_model(w), w) for w in names]
+    cells = [(m, d, w) for m, d in models for w in names] if models else \
+        [(*workloads.default_model(w), w) for w in names]
+    for src in {s for m, d, _ in cells for s in (m, d) if s}:
+        check_model(src)
+    return cells
+
+
+def check_model(src: str) -> None:
+    """Refuse a missing zoo checkpoint or a directory that is not a model before anything runs
+    (loading happens later, per unit); hub names pass through to load()."""
+    from pathlib import Path
+
+    if src.startswith("zoo:"):
+        from .. import zoo
+
+        zoo.resolve(src[4:])
+    elif Path(src).expanduser().exists() and not (Path(src).expanduser() / "config.json").is_file():
+        raise DecodeLabError(f"'{src}' is not a model directory (no config.json)")
 
 
 def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, split: bool = False,
