@@ -166,3 +166,16 @@ def test_task_workload_scores_accuracy(tok_model_dir):
     g = _row(res, "greedy")
     assert g["quality_kind"] == "accuracy" and 0.0 <= g["quality"] <= 1.0
     assert len(res["units"][0]["quality"]["sample"]) == 2
+
+
+def test_cli_suite_file(tiny_dirs, tmp_path):
+    t, d = tiny_dirs["qwen2"]
+    suite = tmp_path / "suite.toml"
+    suite.write_text(f'[bench]\nworkloads = ["synthetic"]\nmodels = [{{ target = "{t}", draft = "{d}" }}]\n'
+                     'limit = 1\nrepeats = 1\nwarmup = 0\nmax_new_tokens = 4\nthreads = 1\npeers = false\n\n'
+                     '[[method]]\nname = "sps"\nfixed_budget = 3\n')
+    assert main(["bench", "--suite", str(suite), "--out", str(tmp_path / "o"), "--no-plots", "--no-progress"]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["row"] for r in res["rows"]] == ["greedy", "sps:fixed_budget=3"] and res["settings"]["limit"] == 1
+    suite.write_text("[bench]\nrepeatz = 2\n")
+    assert main(["bench", "--suite", str(suite)]) == 2
