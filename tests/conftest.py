@@ -10,6 +10,10 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
 import decodelab
 from decodelab.models import ToyLM
 
+# One intra-op thread: the test models are tiny, and with several threads each small op pays for
+# thread wake-ups (38x slower under load on 2 cores, measured). Results do not depend on it.
+torch.set_num_threads(1)
+
 VOCAB = 96
 # initializer_range well above the default 0.02 makes the random models' logits peaked, so greedy
 # paths are far from ties and float32 differences between batched and sequential forwards cannot

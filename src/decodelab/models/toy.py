@@ -64,19 +64,21 @@ class ToyLM:
         if hidden:
             raise NotImplementedError("ToyLM has no hidden states")
         batched = ids.ndim == 2
-        ids2 = ids if batched else ids[None]
+        ids2 = ids if batched else ids[None]  # [B, N]
         n = ids2.shape[1]
-        mask = tree_mask if tree_mask is not None else torch.tril(torch.ones(n, n, dtype=torch.bool))
-        rows = []
-        for b in range(ids2.shape[0]):
-            cached, new = self._ids[b].tolist(), ids2[b].tolist()
-            rows.append(torch.stack([
-                self.next_logits(cached + [new[j] for j in range(n) if mask[i, j]]) for i in range(n)
-            ]))
+        if self.order == 1:
+            logits = self.table[ids2]  # [B, N, V]: the context ends with the node's own token
+        else:
+            mask = tree_mask if tree_mask is not None else torch.tril(torch.ones(n, n, dtype=torch.bool))
+            idx = torch.arange(n)
+            strict = mask & (idx[None, :] < idx[:, None])  # [N, N] proper ancestors
+            parent = (strict * idx).argmax(dim=1)  # nearest ancestor (largest index)
+            before = self._ids[:, -1] if self.cache_len else torch.zeros(ids2.shape[0], dtype=torch.long)
+            prev2 = torch.where(strict.any(dim=1)[None, :], ids2[:, parent], before[:, None])  # [B, N]
+            logits = self.table[prev2, ids2]
         self._base = self.cache_len
         self._ids = torch.cat([self._ids, ids2], dim=1)
         self.counter.count(ids2.numel())
-        logits = torch.stack(rows)  # [B, N, V]
         return Step(logits=logits if batched else logits[0])
 
     def truncate(self, n: int) -> None:
