@@ -64,9 +64,15 @@ def test_puct_tree_respects_budget_depth_and_prefers_likely_paths():
     assert len(top_chain) - 1 == 4
     assert len(d.propose(torch.tensor([0, 5]), max_depth=0).tree) == 1
     assert len(tree.children[0]) == 3  # exploration also tried the root's other candidates
-    # no exploration (c_puct = 0): only the likeliest chain, the budget left unused
-    greedy = PUCTDrafter(m, ADEDConfig(budget=10, depth=4, branch=3, c_puct=0.0))
-    assert greedy.propose(torch.tensor([0, 5]), max_depth=4).tree.tokens.tolist() == [5, 1, 1, 1, 1]
+    # drafting order: no exploration (c_puct = 0) drafts the likeliest chain to the depth cap first;
+    # strong exploration drafts the root's other candidates before the chain is complete
+    def first_drafted(c_puct):
+        t = PUCTDrafter(m, ADEDConfig(budget=10, depth=4, branch=3, c_puct=c_puct)).propose(
+            torch.tensor([0, 5]), max_depth=4).tree
+        assert len(t) == 11
+        return t.tokens.tolist()[:5], t.parent_list[:5]
+    assert first_drafted(0.0) == ([5, 1, 1, 1, 1], [-1, 0, 1, 2, 3])
+    assert first_drafted(50.0)[1] != [-1, 0, 1, 2, 3]
 
 
 def _equal_to_greedy(target, prompt, n, **kw):

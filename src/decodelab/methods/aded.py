@@ -20,7 +20,7 @@ where P(c) = P(token c | parent token, token s) over the node's `branch` likelie
 N = visit counts and Q(c) = mean value of the simulations through c. The descent stops at the
 first child not yet in the draft, which joins it; its value is its path probability (the product
 of P along its path, the matrix's estimate that the whole path is accepted) and is backed up
-along the path. Stop at `budget` draft nodes, or after 3 * budget simulations (dead ends).
+along the path. Stop at `budget` draft nodes, or when every reachable candidate is drafted.
 
 Choices where the paper gives no detail (swept in the bench): the constants above
 (budget 24, depth 8, branch 4, c_puct 1.0, topk 4); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
@@ -118,12 +118,13 @@ class PUCTDrafter:
         c, ids = self.config, ctx.tolist()
         self._fold(ids)
         self._before_root = ids[-2] if len(ids) > 1 else -1
-        # search tree: token, parent, depth, prior P, path value, visits N, value sum W, children
+        # search tree: token, parent, depth, prior P, path value, visits N, value sum W, children,
+        # open = may still lead to a node not yet drafted
         tok, par, dep, prior, val = [ids[-1]], [-1], [0], [1.0], [1.0]
-        n, w, kids = [0], [0.0], [None]
+        n, w, kids, open_ = [0], [0.0], [None], [min(c.depth, max_depth) > 0]
         draft_of = {0: 0}  # search node -> draft node, in the order nodes join the draft
         cap = min(c.depth, max_depth)
-        for _ in range(3 * c.budget if cap > 0 else 0):
+        while open_[0] and len(draft_of) <= c.budget:
             s, path = 0, [0]
             while True:
                 if kids[s] is None:  # expand: the likeliest candidates after (parent token, token)
@@ -132,12 +133,13 @@ class PUCTDrafter:
                     for z, pz in (self.matrix.candidates(x, tok[s], c.branch) if dep[s] < cap else []):
                         kids[s].append(len(tok))
                         tok.append(z), par.append(s), dep.append(dep[s] + 1), prior.append(pz)
-                        val.append(val[s] * pz), n.append(0), w.append(0.0), kids.append(None)
-                if not kids[s]:
+                        val.append(val[s] * pz), n.append(0), w.append(0.0), kids.append(None), open_.append(True)
+                live = [k for k in kids[s] if open_[k]]
+                if not live:
+                    open_[s] = False  # a dead end: no candidates, the depth cap, or all drafted
                     break
                 root_n = math.sqrt(n[s] + 1)
-                s = max(kids[s], key=lambda k: (w[k] / n[k] if n[k] else 0.0)
-                        + c.c_puct * prior[k] * root_n / (1 + n[k]))
+                s = max(live, key=lambda k: (w[k] / n[k] if n[k] else 0.0) + c.c_puct * prior[k] * root_n / (1 + n[k]))
                 path.append(s)
                 if s not in draft_of:
                     draft_of[s] = len(draft_of)
@@ -145,8 +147,10 @@ class PUCTDrafter:
             for k in path:
                 n[k] += 1
                 w[k] += val[s]
-            if len(draft_of) > c.budget or not kids[0]:
-                break
+            for k in reversed(path[:-1]):  # close the ancestors whose subtrees are exhausted
+                if any(open_[j] for j in kids[k]):
+                    break
+                open_[k] = False
         order = sorted(draft_of, key=draft_of.get)
         tree = TokenTree.from_lists([tok[s] for s in order], [draft_of.get(par[s], -1) for s in order])
         return Draft(tree)
