@@ -37,10 +37,12 @@ def exact_dist(model, prompt: list[int], sampling: SamplingConfig, n: int = 3) -
 
 
 def empirical_dist(method: str, target, draft, prompt: list[int], n_samples: int, seed0: int = 0,
-                   n: int = 3, **kwargs) -> dict[tuple, float]:
+                   n: int = 3, gen: int = 4, **kwargs) -> dict[tuple, float]:
+    """Distribution of the first n of `gen` generated tokens (gen > n lets draft trees reach deeper
+    than n, so deep tree nodes and multi-step commits are exercised)."""
     counts = Counter(
-        tuple(decodelab.generate(target, prompt, method, draft=draft, max_new_tokens=n, do_sample=True,
-                                 seed=seed0 + i, ignore_eos=True, **kwargs).tokens)
+        tuple(decodelab.generate(target, prompt, method, draft=draft, max_new_tokens=gen, do_sample=True,
+                                 seed=seed0 + i, ignore_eos=True, **kwargs).tokens[:n])
         for i in range(n_samples))
     return {k: c / n_samples for k, c in counts.items()}
 
@@ -55,7 +57,8 @@ def iid_tv(p: dict, n_samples: int) -> float:
     return 0.5 * sum(math.sqrt(2 * q * (1 - q) / (math.pi * n_samples)) for q in p.values())
 
 
-def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2), **kwargs) -> list[float]:
+def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2), gen: int = 4,
+                    **kwargs) -> list[float]:
     """TV to the exact target distribution of the first 3 tokens shrinks with N and ends under twice
     the i.i.d. expectation; the draft's own distribution is far outside that bound (so the check
     can fail). Returns the TVs."""
@@ -65,7 +68,7 @@ def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2)
     q = exact_dist(draft, list(prompt), sampling)
     bound = 2 * iid_tv(p, sizes[-1])
     assert tv(p, q) > 2 * bound, "the draft is too close to the target for this check to mean anything"
-    tvs = [tv(p, empirical_dist(method, target, draft, list(prompt), n, seed0=1000 * i, **kwargs))
+    tvs = [tv(p, empirical_dist(method, target, draft, list(prompt), n, seed0=1000 * i, gen=gen, **kwargs))
            for i, n in enumerate(sizes)]
     assert tvs[-1] < tvs[0], f"TV did not shrink with N: {tvs}"
     assert tvs[-1] < bound, f"TV {tvs[-1]:.4f} at N={sizes[-1]} above the bound {bound:.4f}"

@@ -74,4 +74,4 @@ def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
 @pytest.mark.slow
 def test_sampling_matches_target_distribution_large(toy_pair, one_thread):
     target, draft = toy_pair
-    check_converges("sps", target, draft, sizes=(1000, 16000))
+    check_converges("sps", target, draft, sizes=(1000, 16000), gen=6)

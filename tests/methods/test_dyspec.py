@@ -1,0 +1,95 @@
+"""DySpec: the tree is the greedy best-first tree by path probability under the budget, siblings
+without replacement, greedy equality with plain greedy, exact sampling on ToyLM pairs."""
+import itertools
+import math
+
+import pytest
+import torch
+from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread  # noqa: F401
+
+import decodelab
+from decodelab.core.sampling import SamplingConfig
+from decodelab.errors import DecodeLabError
+from decodelab.methods.dyspec import DySpecConfig, DySpecDrafter
+
+PROMPT = [3, 1, 4, 1, 5, 9, 2, 6]
+
+
+def _path_logq(draft, prefix, seq):
+    ctx, total = list(prefix), 0.0
+    for x in seq:
+        total += float(torch.log_softmax(draft.next_logits(ctx), -1)[x])
+        ctx.append(x)
+    return total
+
+
+@pytest.mark.parametrize("budget,max_depth", [(10, 3), (25, 2), (7, 5)])
+def test_greedy_tree_is_best_first_by_path_probability(toy_pair, budget, max_depth):
+    """With expand=1 the tree holds exactly the `budget` most probable draft paths (every prefix of a
+    kept path is kept, since values only shrink down a path)."""
+    _, draft = toy_pair
+    prop = DySpecDrafter(draft, SamplingConfig(), None, budget, expand=1).propose(torch.tensor([1, 2]), max_depth)
+    tree = prop.tree
+    got = {tuple(tree.tokens[tree.path_to(i)[1:]].tolist()) for i in range(1, len(tree))}
+    every = [s for d in range(1, max_depth + 1) for s in itertools.product(range(6), repeat=d)]
+    best = sorted(every, key=lambda s: _path_logq(draft, [1, 2], s), reverse=True)[:budget]
+    assert got == set(best)
+
+
+def test_batched_expansion_respects_budget_and_depth(toy_pair):
+    _, draft = toy_pair
+    d = DySpecDrafter(draft, SamplingConfig(do_sample=True), torch.Generator().manual_seed(0), 20, expand=4)
+    for _ in range(5):
+        prop = d.propose(torch.tensor([1, 2]), 3)
+        assert len(prop.tree) == 21 and int(prop.tree.depths.max()) <= 3
+        for kids in prop.tree.children:
+            toks = prop.tree.tokens[kids].tolist()
+            assert len(set(toks)) == len(toks)  # without replacement
+            if kids:
+                parent = prop.tree.parent_list[kids[0]]
+                assert abs(float(prop.q[parent].sum()) - 1) < 1e-5
+                assert bool((prop.q[parent][toks] > 0).all())
+    assert len(d.propose(torch.tensor([1, 2]), 0).tree) == 1
+
+
+def test_sampling_candidate_value_ignores_the_token_it_becomes(toy_pair):
+    """The value of a not-yet-drawn child is an expectation over the residual q, so which token is
+    drawn cannot decide whether it enters the tree (that would bias recursive rejection sampling)."""
+    from decodelab.methods.dyspec import _Node
+
+    q = torch.tensor([0.5, 0.3, 0.2])
+    node = _Node(0, 0.0, q, greedy=False)
+    assert math.isclose(node.next_value(), math.log(float((q * q).sum())), rel_tol=1e-6)
+    node.draw(torch.Generator().manual_seed(0))
+    r = node.residual / node.residual.sum()
+    assert math.isclose(node.next_value(), math.log(float((r * q).sum())), rel_tol=1e-6)
+
+
+def test_config_validation():
+    with pytest.raises(DecodeLabError, match="budget"):
+        DySpecConfig(budget=0)
+    with pytest.raises(DecodeLabError, match="expand"):
+        DySpecConfig(expand=0)
+
+
+@pytest.mark.parametrize("kw", [dict(budget=24, expand=8), dict(budget=6, expand=1)])
+def test_greedy_equals_greedy(tiny_pair, one_thread, kw):
+    """A 1-layer random draft (rarely right) and a noisy copy of the target (often right)."""
+    arch, target, draft = tiny_pair
+    ref = greedy_reference(target, PROMPT, 40)
+    for d in (draft, noisy_copy(target, 0.15)):
+        out = decodelab.generate(target, PROMPT, "dyspec", draft=d, max_new_tokens=40, ignore_eos=True, **kw)
+        assert out.tokens == ref, (arch, kw)
+    assert out.stats.tau > 1.0
+
+
+@pytest.mark.parametrize("kw", [{}, dict(budget=5, expand=1, temperature=0.6, top_k=5)])
+def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
+    target, draft = toy_pair
+    check_converges("dyspec", target, draft, sizes=(150, 1200), **kw)
+
+
+@pytest.mark.slow
+def test_sampling_matches_target_distribution_large(toy_pair, one_thread):
+    target, draft = toy_pair
+    check_converges("dyspec", target, draft, sizes=(1000, 16000), gen=6)
