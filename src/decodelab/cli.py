@@ -68,7 +68,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.set_defaults(func=cmd_demo)
 
-    for mod in ("zoo", "bench"):  # each family of commands lives with its package
+    for mod in ("zoo", "bench", "train"):  # each family of commands lives with its package
         try:
             cli = __import__(f"decodelab.{mod}.cli", fromlist=["add_commands"])
         except ModuleNotFoundError as e:

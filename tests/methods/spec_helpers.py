@@ -24,16 +24,31 @@ def one_thread():
 
 
 def exact_dist(model, prompt: list[int], sampling: SamplingConfig, n: int = 3) -> dict[tuple, float]:
-    """Exact probability of every n-token continuation under a ToyLM's processed tables."""
-    v = model.vocab_size
+    """Exact probability of every n-token continuation with non-zero probability, from
+    `model.next_logits(context)` (ToyLM, or HFNext below) processed by `sampling`."""
     out = {}
-    for seq in itertools.product(range(v), repeat=n):
-        ctx, prob = list(prompt), 1.0
-        for x in seq:
-            prob *= float(probs_from_logits(model.next_logits(ctx), sampling)[x])
-            ctx.append(x)
-        out[seq] = prob
+
+    def walk(ctx, seq, prob):
+        if len(seq) == n:
+            out[tuple(seq)] = prob
+            return
+        probs = probs_from_logits(model.next_logits(ctx), sampling)
+        for x in (probs > 0).nonzero().flatten().tolist():
+            walk(ctx + [x], seq + [x], prob * float(probs[x]))
+
+    walk(list(prompt), [], 1.0)
     return out
+
+
+class HFNext:
+    """next_logits(context) for a transformers model, by a full forward (exact, slow)."""
+
+    def __init__(self, adapter):
+        self.model, self.vocab_size = adapter.model, adapter.vocab_size
+
+    @torch.no_grad()
+    def next_logits(self, context: list[int]) -> torch.Tensor:
+        return self.model(torch.tensor([context])).logits[0, -1].float()
 
 
 def empirical_dist(method: str, target, draft, prompt: list[int], n_samples: int, seed0: int = 0,
@@ -58,14 +73,14 @@ def iid_tv(p: dict, n_samples: int) -> float:
 
 
 def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2), gen: int = 4,
-                    **kwargs) -> list[float]:
+                    exact_target=None, exact_draft=None, **kwargs) -> list[float]:
     """TV to the exact target distribution of the first 3 tokens shrinks with N and ends under twice
     the i.i.d. expectation; the draft's own distribution is far outside that bound (so the check
     can fail). Returns the TVs."""
     sampling = SamplingConfig(do_sample=True, **{k: v for k, v in kwargs.items()
                                                  if k in ("temperature", "top_k", "top_p", "min_p")})
-    p = exact_dist(target, list(prompt), sampling)
-    q = exact_dist(draft, list(prompt), sampling)
+    p = exact_dist(exact_target or target, list(prompt), sampling)
+    q = exact_dist(exact_draft or draft, list(prompt), sampling)
     bound = 2 * iid_tv(p, sizes[-1])
     assert tv(p, q) > 2 * bound, "the draft is too close to the target for this check to mean anything"
     tvs = [tv(p, empirical_dist(method, target, draft, list(prompt), n, seed0=1000 * i, gen=gen, **kwargs))
