@@ -57,9 +57,10 @@ def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, spli
         skipped = [r.label for r in rows if r not in cell_rows]
         if skipped and strict:
             raise DecodeLabError(f"row(s) {', '.join(skipped)} need a draft model and {model} has none (--draft)")
-        if peers_on and draft is not None and not any(r.method == "hf:assisted" for r in cell_rows):
+        labels = {r.label for r in cell_rows}  # the peers at transformers' defaults, besides any variants given
+        if peers_on and draft is not None and "hf:assisted" not in labels:
             cell_rows.append(Row("hf:assisted", "hf:assisted"))
-        if peers_on and not any(r.method == "hf:prompt-lookup" for r in cell_rows):
+        if peers_on and "hf:prompt-lookup" not in labels:
             cell_rows.append(Row("hf:prompt-lookup", "hf:prompt-lookup"))
         all_rows = with_references(cell_rows, peers_on)
         refs = [r for r in all_rows if r.label in REFERENCES]
