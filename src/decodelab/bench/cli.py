@@ -20,7 +20,8 @@ def add_commands(sub) -> None:
     p.add_argument("--workload", action="append", help="humaneval | code-heldout | tasks | tasks:NAME | synthetic "
                                                         "(repeatable; default humaneval)")
     p.add_argument("--method", action="append", metavar="NAME[:k=v,...]",
-                   help="a row: method with options, e.g. sps:gamma=4 or sps:fixed_budget=5, or a peer hf:assisted:fixed_budget=5 "
+                   help="a row: method with options, e.g. sps:gamma=4 or sps:fixed_budget=5, or a peer "
+                        "hf:assisted:fixed_budget=5 "
                         "(repeatable; default every method the model can serve)")
     p.add_argument("--suite", help="TOML suite file: [[method]] rows and a [bench] table of settings")
     p.add_argument("--model", action="append", help="target model dir or zoo:NAME (repeatable; default: the zoo "
@@ -62,7 +63,7 @@ def _settings(args) -> tuple[dict, list]:
         if unknown:
             raise DecodeLabError(f"suite file '{args.suite}': unknown [bench] key(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(sorted(SUITE_KEYS))}")
-    for key in ("limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers", "out", "device", "ray", "threads"):
+    for key in sorted(SUITE_KEYS - {"workloads", "models"}):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     if args.workload:

@@ -65,7 +65,8 @@ def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, spli
         all_rows = with_references(cell_rows, peers_on)
         refs = [r for r in all_rows if r.label in REFERENCES]
         if not split:
-            units.append(Unit(len(units), model, draft, wl, tuple(all_rows), tuple(r.label for r in all_rows), settings))
+            labels = tuple(r.label for r in all_rows)
+            units.append(Unit(len(units), model, draft, wl, tuple(all_rows), labels, settings))
             continue
         units.append(Unit(len(units), model, draft, wl, tuple(refs), tuple(r.label for r in refs), settings))
         for r in all_rows:
@@ -94,7 +95,8 @@ def run_local(units: list[Unit], progress: bool = True) -> tuple[list[dict], boo
     return results, False
 
 
-def run_ray(units: list[Unit], address: str, progress: bool = True, cpus_per_task: float = 1) -> tuple[list[dict], bool]:
+def run_ray(units: list[Unit], address: str, progress: bool = True,
+            cpus_per_task: float = 1) -> tuple[list[dict], bool]:
     """Run each unit as a Ray task (`address` "local" starts a local instance) and gather them."""
     try:
         import ray

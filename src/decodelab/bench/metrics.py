@@ -141,7 +141,8 @@ def _status(row: dict) -> str:
     if row["claims_greedy_equality"] and row["unstable_repeats"]:
         return f"FAIL: output changed between repeats ({row['unstable_repeats']} generations)"
     if row["claims_greedy_equality"] and em is not None and em["rate"] < 1.0:
-        return f"FAIL: output differs from {row['exact_match_ref']} on {em['prompts'] - em['matched']}/{em['prompts']} prompts"
+        differ = em["prompts"] - em["matched"]
+        return f"FAIL: output differs from {row['exact_match_ref']} on {differ}/{em['prompts']} prompts"
     return "partial" if row["partial"] else "ok"
 
 
