@@ -194,13 +194,19 @@ def auc(scores: torch.Tensor, outcome: torch.Tensor) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
-def evaluate(head: AcceptanceHead, feats: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict:
+def evaluate(head: AcceptanceHead, feats: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+             reject_weight: float = 1.0) -> dict:
+    """Brier and AUC against realised acceptance. The reject weight w biases P(accept) down on purpose
+    (the weighted loss is minimised at P = y / (y + w (1 - y))); `brier_realised_unweighted` scores
+    the inverse map w P / (1 - P + w P), the head's calibrated estimate of y."""
     pred = head.p_accept(feats)
+    calibrated = reject_weight * pred / (1 - pred + reject_weight * pred)
     realised = (torch.rand(y.shape, generator=gen) < y).float()  # what speculative sampling would do
     base = realised.mean()
     return {"examples": len(y), "acceptance_rate": round(float(realised.mean()), 4),
             "brier_realised": round(float(((pred - realised) ** 2).mean()), 4),
             "brier_constant_baseline": round(float(((base - realised) ** 2).mean()), 4),
+            "brier_realised_unweighted": round(float(((calibrated - realised) ** 2).mean()), 4),
             "brier_soft_label": round(float(((pred - y) ** 2).mean()), 4),
             "auc_realised": round(auc(pred, realised), 4),
             "mean_pred": round(float(pred.mean()), 4)}
@@ -218,7 +224,8 @@ def train_head(target, draft, tokenizer, recipe: HeadRecipe, log=print) -> tuple
                                                                recipe.prompt_tokens, recipe.seed + 1), recipe, gen)
     log(f"fitting the head on {len(tr_y)} examples ({recipe.epochs} epochs)")
     head = fit(tr_x, tr_y, recipe, gen)
-    metrics = {"train": evaluate(head, tr_x, tr_y, gen), "heldout": evaluate(head, ho_x, ho_y, gen),
+    w = recipe.reject_weight
+    metrics = {"train": evaluate(head, tr_x, tr_y, gen, w), "heldout": evaluate(head, ho_x, ho_y, gen, w),
                "recipe": asdict(recipe)}
     log(json.dumps(metrics["heldout"]))
     return head, metrics
