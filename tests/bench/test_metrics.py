@@ -104,3 +104,16 @@ def test_error_rows_and_partial_units():
     s = metrics.row_summary(res, Row("sps", "sps"))
     assert s["status"] == "FAIL: error" and s["error"] == "RuntimeError: boom" and s["tokens_per_s"] is None
     assert metrics.row_summary(res, Row("greedy", "greedy"))["status"] == "partial"
+
+
+def test_speedup_vs_the_matching_transformers_peer():
+    b4 = (("fixed_budget", 4),)
+    rows = [Row("greedy", "greedy"), Row("hf:greedy", "hf:greedy"), Row("sps:fixed_budget=4", "sps", b4),
+            Row("hf:assisted", "hf:assisted"), Row("hf:assisted:fixed_budget=4", "hf:assisted", b4)]
+    labels = {r.label for r in rows}
+    assert metrics.peer_label(rows[0], labels) == "hf:greedy"
+    assert metrics.peer_label(rows[2], labels) == "hf:assisted:fixed_budget=4"
+    assert metrics.peer_label(Row("sps", "sps"), labels) == "hf:assisted"
+    assert metrics.peer_label(rows[3], labels) is None
+    res = unit_result([rec("greedy", 0, 1.0), rec("hf:greedy", 0, 1.5)], {"greedy": [[1]], "hf:greedy": [[1]]})
+    assert metrics.row_summary(res, Row("greedy", "greedy"))["speedup_vs_peer"]["median"] == pytest.approx(1.5)

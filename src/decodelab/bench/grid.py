@@ -2,9 +2,10 @@
 
 In-process, one unit per (model, workload) measures every row, so all of a cell's ratios come
 from one pass. With Ray, each non-reference row gets a unit of its own that also measures the
-references (our greedy, transformers greedy), and each cell gets one unit for the references
-themselves: every speedup is still a ratio inside one task on one machine. Both paths run the
-same `run_unit`, and both merge into the same results dict; only the timings differ.
+references (our greedy, transformers greedy) and its transformers counterpart (sps:
+hf:assisted), and each cell gets one unit for the references themselves: every speedup is
+still a ratio inside one task on one machine. Both paths run the same `run_unit`, and both
+merge into the same results dict; only the timings differ.
 """
 from __future__ import annotations
 
@@ -69,9 +70,12 @@ def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, spli
             units.append(Unit(len(units), model, draft, wl, tuple(all_rows), labels, settings))
             continue
         units.append(Unit(len(units), model, draft, wl, tuple(refs), tuple(r.label for r in refs), settings))
+        by_label = {r.label: r for r in all_rows}
         for r in all_rows:
             if r.label not in REFERENCES:
-                units.append(Unit(len(units), model, draft, wl, tuple(refs) + (r,), (r.label,), settings))
+                peer = metrics.peer_label(r, set(by_label))  # its transformers counterpart runs alongside
+                extra = (by_label[peer],) if peer and peer not in REFERENCES else ()
+                units.append(Unit(len(units), model, draft, wl, tuple(refs) + extra + (r,), (r.label,), settings))
     return units
 
 

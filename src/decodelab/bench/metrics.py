@@ -22,7 +22,10 @@ import math
 import statistics
 from collections import defaultdict
 
-from .rows import Row
+from .rows import FIXED, Row
+
+# our method -> the transformers peer doing the same job: each row is also timed against it
+PEER_OF = {"greedy": "hf:greedy", "sps": "hf:assisted", "pld": "hf:prompt-lookup"}
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -84,6 +87,9 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out["tokens_per_s"] = spread(list(tps.values()))
     for key, ref in (("speedup_vs_greedy", "greedy"), ("speedup_vs_hf_greedy", "hf:greedy")):
         out[key] = spread(speedups(unit_result["records"], row.label, ref))
+    peer = peer_label(row, {r["label"] for r in unit["rows"]})
+    out["peer_row"] = peer
+    out["speedup_vs_peer"] = spread(speedups(unit_result["records"], row.label, peer)) if peer else None
     tot = {k: sum(r[k] for r in recs) for k in ("new_tokens", "target_forwards", "target_tokens_scored",
                                                   "draft_forwards", "draft_tokens_scored", "committed_total",
                                                   "committed_steps")}
@@ -106,6 +112,18 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out.update(_quality(unit_result, row.label))
     out["status"] = _status(out)
     return out
+
+
+def peer_label(row: Row, labels: set[str]) -> str | None:
+    """The transformers row to compare `row` with: the peer at the same fixed budget when there
+    is one, else the peer at its defaults."""
+    base = PEER_OF.get(row.method)
+    if base is None or row.peer:
+        return None
+    budget = row.kwargs.get(FIXED)
+    if budget is not None and f"{base}:{FIXED}={budget}" in labels:
+        return f"{base}:{FIXED}={budget}"
+    return base if base in labels else None
 
 
 def _quality(unit_result: dict, label: str) -> dict:

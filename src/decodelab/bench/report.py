@@ -108,6 +108,10 @@ def markdown(results: dict) -> str:
                      _num(r["tokens_per_target_forward"]), _num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r),
                      _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
+        pairs = [f"{r['row']} / {r['peer_row']} = {_spread(r['speedup_vs_peer'])}" for r in rows
+                 if r.get("speedup_vs_peer")]
+        lines += ["", "vs the transformers peer doing the same job (per-prompt speed ratio, median [IQR]): "
+                  + "; ".join(pairs)] if pairs else []
         lines.append("")
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
               "our greedy / transformers greedy measured in the same run (median [IQR]); tau: tokens committed per "
