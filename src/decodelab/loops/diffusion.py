@@ -34,7 +34,7 @@ def decode_batch(model, prompts: list[list[int]], gen_length: int, tokens_per_st
     """Decode several prompts at once (rows right-padded; the result equals one-at-a-time).
 
     ``model`` is an :class:`decodelab.models.hf_diffusion.HFDiffusionLM` (anything with
-    ``mask_id``, ``eos_id`` and ``logits_batch``).
+    ``mask_id``, ``eos_id`` and ``logits_batch(canvases, attention_mask, positions)``).
     """
     if gen_length <= 0:
         raise DecodeLabError("gen_length must be positive")
@@ -57,15 +57,13 @@ def decode_batch(model, prompts: list[list[int]], gen_length: int, tokens_per_st
         gen_pos[b] = torch.arange(lens[b], lens[b] + gen_length)
     orders: list[list[int]] = [[] for _ in range(B)]
     steps = 0
-    rows = torch.arange(B)[:, None]
     while True:
         region = canvas.gather(1, gen_pos)  # [B, G]
         masked = region == mask_id
         if not masked.any():
             break
-        logits = model.logits_batch(canvas, att).cpu()  # [B, W, V]
+        lg = model.logits_batch(canvas, att, positions=gen_pos).cpu()  # [B, G, V]
         steps += 1
-        lg = logits[rows, gen_pos]  # [B, G, V]
         probs = torch.softmax(lg, dim=-1)
         conf, x0 = probs.max(dim=-1)  # [B, G]
         conf = torch.where(masked, conf, torch.full_like(conf, -1.0))

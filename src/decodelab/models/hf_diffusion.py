@@ -47,13 +47,28 @@ class HFDiffusionLM:
         return self.logits_batch(canvas[None])[0]
 
     @torch.inference_mode()
-    def logits_batch(self, canvases: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, N] canvases (rows right-padded, ``attention_mask`` marking real tokens) -> [B, N, V]."""
+    def logits_batch(self, canvases: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     positions: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N] canvases (rows right-padded, ``attention_mask`` marking real tokens) -> [B, N, V].
+
+        With ``positions`` ([B, G] indices), only those positions are scored: -> [B, G, V]
+        (the output head is the bulk of a small model's cost; decoding needs only the
+        generation region)."""
         self._check_len(canvases.shape[1])
         canvases = canvases.to(self.device)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
-        out = self.model(input_ids=canvases, attention_mask=attention_mask).logits.float()
         n = int(attention_mask.sum()) if attention_mask is not None else canvases.numel()
         self.counter.count(n)
-        return out
+        if positions is None:
+            return self.model(input_ids=canvases, attention_mask=attention_mask).logits.float()
+        positions = positions.to(self.device)
+        head = self.model.get_output_embeddings()
+        base = getattr(self.model, self.model.base_model_prefix, None)
+        cls = getattr(self.model, "cls", None)  # BERT-style prediction head (transform + decoder)
+        if base is None or (cls is None and head is None):
+            out = self.model(input_ids=canvases, attention_mask=attention_mask).logits
+            return out.gather(1, positions[..., None].expand(-1, -1, out.shape[-1])).float()
+        h = base(input_ids=canvases, attention_mask=attention_mask).last_hidden_state
+        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
+        return (cls(h) if cls is not None else head(h)).float()
