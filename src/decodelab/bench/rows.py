@@ -165,7 +165,10 @@ def load_suite(path: str) -> tuple[list[Row], dict]:
         name = "sps"
         gamma = 4
     """
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser as the tomli package
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as f:
