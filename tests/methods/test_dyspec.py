@@ -58,7 +58,7 @@ def test_sampling_candidate_value_ignores_the_token_it_becomes(toy_pair):
     from decodelab.methods.dyspec import _Node
 
     q = torch.tensor([0.5, 0.3, 0.2])
-    node = _Node(0, 0.0, q, greedy=False)
+    node = _Node(0, 0.0, q, greedy=False, most=10)
     assert math.isclose(node.next_value(), math.log(float((q * q).sum())), rel_tol=1e-6)
     node.draw(torch.Generator().manual_seed(0))
     r = node.residual / node.residual.sum()

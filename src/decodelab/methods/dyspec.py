@@ -49,9 +49,10 @@ class DySpecConfig:
 class _Node:
     """An expanded node: its depth, log value, q and the state of its sibling draws."""
 
-    def __init__(self, depth: int, logv: float, q: torch.Tensor, greedy: bool):
+    def __init__(self, depth: int, logv: float, q: torch.Tensor, greedy: bool, most: int):
         self.depth, self.logv, self.q = depth, logv, q  # q: [V]
-        self.order = torch.argsort(q, descending=True).tolist() if greedy else None
+        # greedy: the `most` (= budget) likeliest tokens, in descending order
+        self.order = torch.topk(q, min(most, q.shape[-1])).indices.tolist() if greedy else None
         self.residual = None if greedy else q.clone()  # q without the drawn children (sampling)
         self.drawn = 0
 
@@ -87,7 +88,7 @@ class DySpecDrafter(DraftModelDrafter):
         if max_depth == 0:
             return Draft(TokenTree.chain(tokens))
         greedy = not self.sampling.do_sample
-        nodes = {0: _Node(0, 0.0, self.q(self.root_logits(ctx)), greedy)}
+        nodes = {0: _Node(0, 0.0, self.q(self.root_logits(ctx)), greedy, self.budget)}
         heap: list[tuple[float, int]] = []  # (-log value of its next child, node)
         self._push(heap, nodes, 0)
         while heap and len(tokens) - 1 < self.budget:
@@ -107,7 +108,7 @@ class DySpecDrafter(DraftModelDrafter):
                 continue
             qs = self.q(self.score_tree(len(ctx), tokens, parents)[[i - 1 for i, _ in fresh]])  # [F, V]
             for (i, logv), q in zip(fresh, qs):
-                nodes[i] = _Node(nodes[parents[i]].depth + 1, logv, q, greedy)
+                nodes[i] = _Node(nodes[parents[i]].depth + 1, logv, q, greedy, self.budget)
                 self._push(heap, nodes, i)
         tree = TokenTree.from_lists(tokens, parents)
         if greedy:
