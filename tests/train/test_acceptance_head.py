@@ -42,6 +42,9 @@ def test_build_examples_on_a_tiny_pair(tiny_dirs):
     assert x.shape[1] == draft.config.n_embd and x.shape[0] == y.shape[0]
     assert 0.6 * 36 < len(y) <= 36  # about 15% of the 36 positions replaced and dropped
     assert bool(((y >= 0) & (y <= 1)).all())
+    xg, yg = build_examples(target, draft, prompts, HeadRecipe(response_tokens=12, labels="greedy"),
+                            torch.Generator().manual_seed(0), batch=2)
+    assert set(yg.unique().tolist()) <= {0.0, 1.0} and xg.shape[0] == yg.shape[0]
 
 
 def test_save_load_round_trip(tmp_path):

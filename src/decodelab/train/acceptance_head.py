@@ -17,6 +17,8 @@ Training data (the paper's recipe, as the method card states it):
 Reading chosen where the paper is loose: p_t, q_t and X_t are computed on the target prefix
 Y_<t, while the head's hidden state has seen the mixed prefix Z_<t (one forward for the labels,
 one for the features, as in the reference's offline data building).
+Option (not in the paper): `labels="greedy"` builds labels for greedy decoding instead
+(X_t = argmax q_t, y_t = 1 when argmax p_t = X_t), for heads used with greedy verification.
 Held-out evaluation uses prompts from the held-out split and reports the Brier score and AUC of
 the head's P(accept) against REALISED acceptance (a Bernoulli(y_t) draw), and Brier against y_t.
 """
@@ -99,8 +101,11 @@ class HeadRecipe:
     lr: float = 1e-3
     batch_size: int = 512
     seed: int = 0
+    labels: str = "soft"  # "soft": X ~ q, y = min(1, p/q); "greedy": X = argmax q, y = [argmax p == X]
 
     def __post_init__(self):
+        if self.labels not in ("soft", "greedy"):
+            raise DecodeLabError(f"labels must be 'soft' or 'greedy', got '{self.labels}'")
         if min(self.prompts, self.heldout_prompts, self.prompt_tokens, self.response_tokens, self.epochs) < 1:
             raise DecodeLabError("acceptance-head recipe: counts must be positive")
         if not 0.0 <= self.replace_prob < 1.0:
@@ -146,9 +151,13 @@ def build_examples(target, draft, prompts: list[list[int]], recipe: HeadRecipe, 
         n_p, n_r = x.shape[1], seq.shape[1] - x.shape[1]
         p = torch.softmax(target(seq).logits[:, n_p - 1:-1].float(), -1)  # [B, R, V] for Y_t given Y_<t
         q = torch.softmax(draft(seq).logits[:, n_p - 1:-1].float(), -1)  # [B, R, V]
-        xs = torch.multinomial(q.reshape(-1, q.shape[-1]), 1, generator=gen).reshape(q.shape[:2])  # [B, R]
-        px, qx = p.gather(-1, xs[..., None])[..., 0], q.gather(-1, xs[..., None])[..., 0]
-        y = torch.clamp(px / qx, max=1.0)  # [B, R]
+        if recipe.labels == "greedy":  # what greedy verification accepts
+            xs = q.argmax(-1)  # [B, R]
+            y = (p.argmax(-1) == xs).float()
+        else:
+            xs = torch.multinomial(q.reshape(-1, q.shape[-1]), 1, generator=gen).reshape(q.shape[:2])  # [B, R]
+            px, qx = p.gather(-1, xs[..., None])[..., 0], q.gather(-1, xs[..., None])[..., 0]
+            y = torch.clamp(px / qx, max=1.0)  # [B, R]
         keep = torch.rand(xs.shape, generator=gen) >= recipe.replace_prob  # [B, R]
         z = torch.where(keep, xs, seq[:, n_p:])
         h = draft(torch.cat([x, z], 1), output_hidden_states=True).hidden_states[-1][:, n_p:]  # [B, R, H]
