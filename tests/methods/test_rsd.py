@@ -71,12 +71,13 @@ def test_config_validation():
     with pytest.raises(DecodeLabError, match="branches"):
         RSDCConfig(branches="3,x")
     with pytest.raises(DecodeLabError, match="branches"):
-        RSDCConfig(branches="2,0")
+        RSDCConfig(branches="2x0")
+    assert RSDCConfig(branches="3,2").branching == RSDCConfig(branches="3x2").branching == [3, 2]
     with pytest.raises(DecodeLabError, match="width"):
         RSDSConfig(width=0)
 
 
-@pytest.mark.parametrize("method,kw", [("rsd_c", dict(branches="3,2,2,1")), ("rsd_c", dict(branches="1,1,1")),
+@pytest.mark.parametrize("method,kw", [("rsd_c", dict(branches="3,2,2,1")), ("rsd_c", dict(branches="1x1x1")),
                                        ("rsd_s", dict(width=4, depth=4)), ("rsd_s", dict(width=2, depth=6))])
 def test_greedy_equals_greedy(tiny_pair, one_thread, method, kw):
     """A 1-layer random draft (rarely right) and a noisy copy of the target (often right)."""

@@ -6,7 +6,7 @@ siblings are drawn WITHOUT replacement from q and verified by recursive rejectio
 (core.verify.rejection_verify): siblings in draw order, p_{k+1} = norm(max(p_k - q_k, 0)),
 q_{k+1} = q_k without x_k, renormalised. Lossless for sampling and greedy.
 
-- rsd_c ("constant branching"): `branches` = "b1,b2,...,bL" children per node at depth 1..L, each
+- rsd_c ("constant branching"): `branches` = "b1xb2x...xbL" (or "b1,b2,...") children per node at depth 1..L, each
   node's children drawn by Gumbel-top-k on log q. Tree size b1 + b1 b2 + ... tokens.
 - rsd_s ("stochastic beam"): stochastic beam search (core.sbs) of `width` W beams and `depth` L;
   the tree is the union of the kept beams' prefixes, so unlikely branches are truncated early and
@@ -22,6 +22,7 @@ distributions are never used.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -37,20 +38,20 @@ from .sps import DraftModelDrafter, stack_q
 
 @dataclass(frozen=True, kw_only=True)
 class RSDCConfig:
-    branches: str = "3,2,2,1"  # children per node at depth 1, 2, ...
+    branches: str = "3x2x2x1"  # children per node at depth 1, 2, ... ("3,2,2,1" also accepted)
 
     def __post_init__(self):
         try:
-            ok = all(int(b) >= 1 for b in self.branches.split(","))
+            ok = all(b >= 1 for b in self.branching)
         except ValueError:
             ok = False
         if not ok:
-            raise DecodeLabError(f"branches must be comma-separated positive integers such as '3,2,2,1', "
+            raise DecodeLabError(f"branches must be positive integers joined by 'x' or ',' such as '3x2x2x1', "
                                  f"got '{self.branches}'")
 
     @property
     def branching(self) -> list[int]:
-        return [int(b) for b in self.branches.split(",")]
+        return [int(b) for b in re.split(r"[x,]", self.branches)]
 
 
 @dataclass(frozen=True, kw_only=True)
