@@ -26,7 +26,8 @@ def methods() -> dict[str, dict]:
 
 def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
          trust_remote_code: bool = False) -> CausalLM:
-    """Load a causal LM as an adapter exposing `.model` and `.tokenizer`.
+    """Load a model as an adapter exposing `.model` and `.tokenizer`: HFCausalLM for causal LMs,
+    HFDiffusionLM for masked (diffusion) LMs (architectures ending in ...ForMaskedLM).
 
     Accepts a local model directory (a directory without tokenizer files loads too; prompts are
     then token ids), `zoo:NAME` for a bundled zoo model, or a hub name where a hub is reachable.
@@ -47,9 +48,10 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
     except Exception as e:  # noqa: BLE001  (hub, parse and remote-code errors all mean "not a model")
         raise DecodeLabError(f"'{src}' is not a loadable model: {_first_line(e)}") from None
     arch = " ".join(getattr(config, "architectures", None) or [])
-    if "MaskedLM" in arch:
-        raise DecodeLabError(f"'{src}' is a masked (diffusion) LM ({arch}); the causal decoding "
-                             "methods need an AutoModelForCausalLM")
+    if "MaskedLM" in arch:  # a masked diffusion LM: its own adapter, for the diffusion loop
+        from .models.hf_diffusion import HFDiffusionLM
+
+        return HFDiffusionLM.from_pretrained(src, device=device, dtype=dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code).to(device)
@@ -138,6 +140,9 @@ def _adapt(model, tokenizer) -> CausalLM:
         elif tokenizer is not None:
             _ADAPTERS[key].tokenizer = tokenizer
         return _ADAPTERS[key]
+    if hasattr(model, "mask_id"):
+        raise DecodeLabError("this is a masked diffusion LM; the causal decoding methods need a causal LM "
+                             "(AutoModelForCausalLM)")
     raise DecodeLabError(f"expected a decodelab model (decodelab.load) or a transformers model, got "
                          f"{type(model).__name__}")
 

@@ -100,3 +100,21 @@ def test_load_refuses_missing_weights(tmp_path, tiny_dirs):
     shutil.copy(f"{tiny_dirs['llama'][0]}/config.json", tmp_path / "config.json")
     with pytest.raises(DecodeLabError, match="could not load model weights"):
         decodelab.load(tmp_path)
+
+
+def test_load_masked_lm_gives_diffusion_adapter_that_causal_methods_refuse(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    from decodelab.models.hf_diffusion import HFDiffusionLM
+
+    words = ["[UNK]", "[MASK]", "<eos>"] + [f"w{i}" for i in range(29)]
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(
+        {w: i for i, w in enumerate(words)}, unk_token="[UNK]")), mask_token="[MASK]", eos_token="<eos>")
+    BertForMaskedLM(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = decodelab.load(tmp_path)
+    assert isinstance(model, HFDiffusionLM) and model.mask_id == 1
+    with pytest.raises(DecodeLabError, match="masked diffusion LM"):
+        decodelab.generate(model, [3, 4], max_new_tokens=2)
