@@ -63,12 +63,34 @@ class HFDiffusionLM:
         if positions is None:
             return self.model(input_ids=canvases, attention_mask=attention_mask).logits.float()
         positions = positions.to(self.device)
-        head = self.model.get_output_embeddings()
-        base = getattr(self.model, self.model.base_model_prefix, None)
-        cls = getattr(self.model, "cls", None)  # BERT-style prediction head (transform + decoder)
-        if base is None or (cls is None and head is None):
+        split = split_head(self.model)
+        if split is None:
             out = self.model(input_ids=canvases, attention_mask=attention_mask).logits
             return out.gather(1, positions[..., None].expand(-1, -1, out.shape[-1])).float()
-        h = base(input_ids=canvases, attention_mask=attention_mask).last_hidden_state
+        body, head = split
+        h = body(canvases, attention_mask)
         h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
-        return (cls(h) if cls is not None else head(h)).float()
+        return head(h).float()
+
+
+def split_head(model):
+    """(body, head) of a stock transformers LM such that ``head(body(ids, mask))`` equals its
+    logits, for the architectures the zoo uses (Llama-style ``lm_head``, BERT ``cls``,
+    ModernBERT ``head`` + ``decoder``); None for others."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if base is None:
+        return None
+    if hasattr(model, "lm_head"):
+        head = model.lm_head
+    elif hasattr(model, "cls"):
+        head = model.cls
+    elif hasattr(model, "head") and hasattr(model, "decoder"):
+        def head(h):
+            return model.decoder(model.head(h))
+    else:
+        return None
+
+    def body(ids, mask):
+        return base(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    return body, head

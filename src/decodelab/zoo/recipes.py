@@ -16,7 +16,7 @@ from decodelab.zoo.tasks import LIST_TASKS, TASKS
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    kind: str  # "causal" (LlamaForCausalLM) or "mdlm" (BertForMaskedLM, masked diffusion)
+    kind: str  # "causal" (LlamaForCausalLM) or "mdlm" (ModernBertForMaskedLM or BertForMaskedLM, masked diffusion)
     data: str  # "code" (stdlib corpus) or "tasks" (synthetic task suites)
     arch: dict = field(default_factory=dict)
     seq_len: int = 256
@@ -55,7 +55,7 @@ RECIPES: dict[str, Recipe] = {
             batch_size=16,
             lr=2e-3,
             weight_decay=0.1,
-            tokens=2_500_000,
+            tokens=6_000_000,
             eval_every=100,
             patience=6,
             description="Llama causal LM on the stdlib train split; target model for speculative decoding.",
@@ -78,7 +78,7 @@ RECIPES: dict[str, Recipe] = {
             name="code-mdlm",
             kind="mdlm",
             data="code",
-            arch=dict(hidden=128, ffn=384, layers=4, heads=4, dropout=0.0),
+            arch=dict(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
             seq_len=256,
             batch_size=16,
             lr=2e-3,
@@ -98,12 +98,12 @@ RECIPES: dict[str, Recipe] = {
             lr=3e-3,
             weight_decay=0.05,
             warmup=100,
-            tokens=820_000,
+            tokens=2_400_000,
             eval_every=250,
             tasks=TASKS,
             # the harder tasks are sampled more often
-            task_weights=(1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 4),
-            est_tokens_per_example=16,
+            task_weights=(1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 6),
+            est_tokens_per_example=21,
             log_every=20,
             description="Llama causal LM on the task suites (loss on the answer tokens).",
         ),
@@ -111,7 +111,7 @@ RECIPES: dict[str, Recipe] = {
             name="tasks-mdlm",
             kind="mdlm",
             data="tasks",
-            arch=dict(hidden=128, ffn=384, layers=4, heads=4, dropout=0.0),
+            arch=dict(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
             seq_len=64,
             gen_len=24,
             tasks=LIST_TASKS,
@@ -119,11 +119,11 @@ RECIPES: dict[str, Recipe] = {
             lr=3e-3,
             weight_decay=0.05,
             warmup=100,
-            tokens=1_150_000,
+            tokens=2_400_000,
             eval_every=250,
             est_tokens_per_example=24,
             log_every=20,
-            description="BERT-architecture masked diffusion LM on the waiting-line list tasks (not arithmetic): prompt kept, "
+            description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM on the waiting-line list tasks (not arithmetic): prompt kept, "
             "a 24-token answer canvas (answer, end-of-text, end-of-text filler) masked at rate t.",
         ),
     ]

@@ -4,7 +4,7 @@ Digits are split one per token before BPE (as in Llama), which keeps arithmetic 
 Special tokens: ``<|endoftext|>`` (end of text, also the file separator), ``<|pad|>`` and
 ``<|mask|>`` (the masked-diffusion mask). Saved with ``save_pretrained`` so that
 ``transformers.AutoTokenizer.from_pretrained(dir)`` gives a fast tokenizer with eos, pad
-and mask set. The trained tokenizer is bundled in ``zoo/data/tokenizer`` and copied into
+and mask set. The trained tokenizer is bundled in ``zoo/data/`` and copied into
 every checkpoint directory.
 """
 
@@ -17,7 +17,7 @@ PAD = "<|pad|>"
 MASK = "<|mask|>"
 SPECIAL_TOKENS = [EOS, PAD, MASK]
 VOCAB_SIZE = 4096
-BUNDLED_DIR = Path(__file__).parent / "data" / "tokenizer"
+BUNDLED_DIR = Path(__file__).parent / "data"  # tokenizer.json + tokenizer_config.json
 
 
 def train_tokenizer(out_dir: str | Path = BUNDLED_DIR, vocab_size: int = VOCAB_SIZE) -> Path:

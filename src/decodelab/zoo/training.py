@@ -55,6 +55,31 @@ def build_model(recipe: Recipe, tokenizer):
             **ids,
         )
         return LlamaForCausalLM(cfg)
+    if recipe.kind == "mdlm" and a.get("type") == "modernbert":
+        from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+        eos = tokenizer.eos_token_id
+        cfg = ModernBertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=a["hidden"],
+            intermediate_size=a["ffn"],
+            num_hidden_layers=a["layers"],
+            num_attention_heads=a["heads"],
+            max_position_embeddings=recipe.seq_len,
+            global_attn_every_n_layers=1,  # every layer attends to the whole canvas (RoPE positions)
+            local_attention=recipe.seq_len,
+            embedding_dropout=a.get("dropout", 0.0),
+            mlp_dropout=a.get("dropout", 0.0),
+            attention_dropout=a.get("attn_dropout", 0.0),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos,
+            bos_token_id=eos,
+            cls_token_id=eos,
+            sep_token_id=eos,
+            tie_word_embeddings=True,
+        )
+        cfg.mask_token_id = tokenizer.mask_token_id
+        return ModernBertForMaskedLM(cfg)
     if recipe.kind == "mdlm":
         from transformers import BertConfig, BertForMaskedLM
 
@@ -173,12 +198,15 @@ class TaskBatches:
 
 
 def _lm_head(model):
-    return model.lm_head if hasattr(model, "lm_head") else model.cls
+    from decodelab.models.hf_diffusion import split_head
+
+    return split_head(model)[1]
 
 
 def _body(model, ids, att):
-    base = model.model if hasattr(model, "lm_head") else model.bert
-    return base(input_ids=ids, attention_mask=att).last_hidden_state
+    from decodelab.models.hf_diffusion import split_head
+
+    return split_head(model)[0](ids, att)
 
 
 def causal_loss(model, batch, device):
@@ -448,7 +476,8 @@ def run(
         "python": __import__("decodelab.zoo.corpus", fromlist=["x"]).python_version(),
         "torch": torch.__version__,
         "recipe": recipe.describe(),
-        "command": f"decodelab zoo train {recipe.name} --device {device} --seed {seed}"
+        "command": (f"DECODELAB_NUM_THREADS={threads} " if threads else "")
+        + f"decodelab zoo train {recipe.name} --device {device} --seed {seed} --out {out}"
         + (f" --tokens {tokens}" if tokens is not None else "")
         + (f" --max-steps {max_steps}" if max_steps is not None else ""),
     }
