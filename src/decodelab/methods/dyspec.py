@@ -17,13 +17,19 @@ The paper's value rule and sibling sampling are not published in detail; the rea
   become (that would bias which draws enter the tree and break losslessness), so it is
   v(n) E_{x ~ q_res}[q_n(x)], q_res = q_n without the drawn siblings, renormalised. Once drawn,
   a node's value is v(n) q_n(x), as in greedy.
-Deviation, for speed: `expand` candidates are popped per round and the draft scores all new nodes
-in ONE tree forward (the paper expands one node per draft call); `expand=1` is the exact greedy
-growth. Each round re-forwards the tree so far (our adapters' tree masks cover one forward only).
+Deviation, for speed: up to `expand` candidates are popped per round and the draft scores all new
+nodes in ONE tree forward (the paper expands one node per draft call). A round ends early when the
+best candidate would be the first child of a node popped in this round (not scored yet), whose
+value is estimated as v(node) times a running mean of the first child's share (max q when greedy,
+sum q^2 when sampling); so rounds batch competing siblings and a confident draft grows a chain,
+one draft forward per depth. `expand=1` is the exact greedy growth. Each round re-forwards the tree
+so far (our adapters' tree masks cover one forward only). The round rule looks only at values of
+tokens already drawn, never at the token a candidate will become, so sampling stays exact.
 """
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +88,7 @@ class DySpecDrafter(DraftModelDrafter):
     def __init__(self, draft, sampling, rng, budget: int, expand: int):
         super().__init__(draft, sampling, rng)
         self.budget, self.expand = budget, expand
+        self._first_child = 0.5  # running mean of the value share of a node's first child
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         tokens, parents = [int(ctx[-1])], [-1]
@@ -93,7 +100,10 @@ class DySpecDrafter(DraftModelDrafter):
         self._push(heap, nodes, 0)
         while heap and len(tokens) - 1 < self.budget:
             fresh = []  # new nodes whose children the draft must score
+            pending = -math.inf  # estimated log value of the best child of a fresh node
             while heap and len(fresh) < self.expand and len(tokens) - 1 < self.budget:
+                if -heap[0][0] < pending:  # a fresh node's child would come next: score first
+                    break
                 _, n = heapq.heappop(heap)
                 parent = nodes[n]
                 x = parent.draw(self.rng)
@@ -101,7 +111,9 @@ class DySpecDrafter(DraftModelDrafter):
                 parents.append(n)
                 self._push(heap, nodes, n)
                 if parent.depth + 1 < max_depth:
-                    fresh.append((len(tokens) - 1, parent.logv + float(parent.q[x].log())))
+                    logv = parent.logv + float(parent.q[x].log())
+                    fresh.append((len(tokens) - 1, logv))
+                    pending = max(pending, logv + math.log(self._first_child))
             if len(tokens) - 1 >= self.budget:
                 break
             if not fresh:  # every new node is at the depth limit: keep widening
@@ -110,6 +122,8 @@ class DySpecDrafter(DraftModelDrafter):
             for (i, logv), q in zip(fresh, qs):
                 nodes[i] = _Node(nodes[parents[i]].depth + 1, logv, q, greedy, self.budget)
                 self._push(heap, nodes, i)
+            factor = (qs.max(-1).values if greedy else (qs * qs).sum(-1)).mean()  # first child's share
+            self._first_child = 0.7 * self._first_child + 0.3 * float(factor.clamp(1e-6, 1.0))
         tree = TokenTree.from_lists(tokens, parents)
         if greedy:
             return Draft(tree)
