@@ -19,6 +19,7 @@ def add_commands(sub) -> None:
     a.add_argument("--target", required=True, help="target model (directory or zoo:NAME)")
     a.add_argument("--draft", required=True, help="draft model the head reads (directory or zoo:NAME)")
     a.add_argument("--out", help="output directory (default: the bundled zoo/heads/<draft name>)")
+    a.add_argument("--threads", type=int, help="torch CPU threads (1 is often much faster on a busy machine)")
     for f in dataclasses.fields(HeadRecipe):
         a.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                        help=f"default: {f.default}")
@@ -36,6 +37,8 @@ def cmd_acceptance_head(args) -> int:
     from ..errors import DecodeLabError
     from .acceptance_head import HEADS_DIR, HeadRecipe, train_head
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     recipe = HeadRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(HeadRecipe)})
     target, draft = api.load(args.target), api.load(args.draft)
     api.check_same_tokenizer(target, draft)
