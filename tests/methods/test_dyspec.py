@@ -93,3 +93,19 @@ def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
 def test_sampling_matches_target_distribution_large(toy_pair, one_thread):
     target, draft = toy_pair
     check_converges("dyspec", target, draft, sizes=(1000, 16000), gen=6)
+
+
+def test_batched_rounds_grow_deep_for_a_confident_draft():
+    """A peaked draft: batched rounds (expand=8) must not spend the budget on siblings of the root,
+    but grow the same chain as exact best-first growth, one draft forward per depth."""
+    from decodelab.models import ToyLM
+
+    draft = ToyLM.random(6, order=2, seed=3, scale=6.0)
+    trees = []
+    for expand in (1, 8):
+        d = DySpecDrafter(draft, SamplingConfig(), None, 6, expand=expand)
+        for _ in range(3):  # let the running estimate of the first child's share settle
+            prop = d.propose(torch.tensor([1, 2]), 8)
+        trees.append((prop.tree.tokens.tolist(), prop.tree.parent_list))
+    assert trees[0] == trees[1]
+    assert trees[1][1] == list(range(-1, 6))  # a chain of 6
