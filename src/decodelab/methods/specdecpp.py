@@ -13,10 +13,10 @@ one draft model; `head` names a head directory or a bundled head under zoo/heads
 head bundled for the zoo draft, `code-draft`), and must match the draft's hidden size.
 `head="none"` runs without a head: every draft is max_len tokens long (SpS with gamma = max_len),
 for draft models no head was trained for. Defaults (paper): threshold 0.3, length bounds [2, 20].
-Deviation: the paper's head reads the hidden state at the position that sampled x_i in its
-implementation of the mixed-sequence training data; we read the hidden state AT x_i (after the
-draft has seen it), which is what the training recipe here builds, and which needs no extra
-forward: the same draft forward gives x_{i+1}'s logits.
+Reading chosen: the head reads the draft's hidden state AT x_i (after the draft has seen x_i),
+which is what our training recipe builds (train.acceptance_head) and needs no extra draft forward:
+the same forward gives x_{i+1}'s logits. The one extra draft forward per step compared with SpS
+is the forward of the last drafted token, which the stop decision needs.
 """
 from __future__ import annotations
 
