@@ -63,11 +63,18 @@ class HFCausalLM:
             self._ids = self._ids[:, :n]
         self._base = min(self._base, n)
 
+    @torch.inference_mode()  # the cache holds inference tensors, updated in place below
     def commit(self, keep) -> None:
         keep = torch.as_tensor(keep, dtype=torch.long, device=self.device)
-        idx = torch.cat([torch.arange(self._base, device=self.device), self._base + keep])
-        self._index_cache(idx, dim=-2)
-        self._ids = self._ids[:, idx]
+        src, end = self._base + keep, self._base + len(keep)
+        # move only the kept rows of the last forward into place and drop the rest: O(kept), not
+        # O(cache) (the gather on the right copies first, so overlapping rows are safe)
+        for layer in self._cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys[..., self._base:end, :] = layer.keys[..., src, :]
+                layer.values[..., self._base:end, :] = layer.values[..., src, :]
+                layer.keys, layer.values = layer.keys[..., :end, :], layer.values[..., :end, :]
+        self._ids = torch.cat([self._ids[:, : self._base], self._ids[:, src]], dim=1)
         self._base = self.cache_len
 
     def select(self, rows: torch.Tensor) -> None:
