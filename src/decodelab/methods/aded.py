@@ -23,7 +23,8 @@ of P along its path, the matrix's estimate that the whole path is accepted) and 
 along the path. Stop at `budget` draft nodes, or when every reachable candidate is drafted.
 
 Choices where the paper gives no detail (swept in the bench): the constants above
-(budget 24, depth 8, branch 4, c_puct 1.0, topk 4); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
+(budget 8, depth 8, branch 4, c_puct 1.0, topk 4; budget 8 was the fastest of 4, 8 and 24
+on 2 CPU cores with the zoo code model in `decodelab bench`); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
 first simulation follows the prior; the matrix starts empty (the paper initialises it from a
 corpus) and, like Token Recycling's, is kept per target model across prompts unless `reset`;
 a context (x, y) never seen backs off to the bigram context (y); a context keeps its 16 heaviest
@@ -49,7 +50,7 @@ _KEEP, _PRUNE_AT = 16, 32
 
 @dataclass(frozen=True, kw_only=True)
 class ADEDConfig:
-    budget: int = 24  # draft nodes per step (below the root)
+    budget: int = 8  # draft nodes per step (below the root)
     depth: int = 8  # deepest draft level
     branch: int = 4  # candidates per node, the likeliest under the matrix
     c_puct: float = 1.0  # exploration weight
