@@ -1,4 +1,4 @@
-"""PLD: prompt lookup decoding (Saxena 2023, github.com/apoorvumang/prompt-lookup-decoding; in
+"""PLD: prompt lookup decoding (Apoorv Saxena, "Prompt Lookup Decoding", 2023; in
 transformers as `generate(prompt_lookup_num_tokens=...)`). A baseline, not from a paper.
 
 Draft = the tokens that followed the most recent earlier occurrence of the context's last n-gram
