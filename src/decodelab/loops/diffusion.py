@@ -2,7 +2,7 @@
 
 Canvas = prompt + ``gen_length`` mask tokens. Each step runs one forward over the whole
 canvas, takes x0 = argmax of the logits at every masked position with confidence
-p(x0), and commits the ``tokens_per_step`` most confident masked positions; the rest stay
+p(x0) (the mask token itself excluded), and commits the ``tokens_per_step`` most confident masked positions; the rest stay
 masked. Decoding ends when no mask is left. The answer is the generated region cut at the
 first end-of-text. Later methods (other unmasking rules, semi-autoregressive blocks,
 remasking) plug in on top of this loop.
@@ -63,6 +63,7 @@ def decode_batch(model, prompts: list[list[int]], gen_length: int, tokens_per_st
         if not masked.any():
             break
         lg = model.logits_batch(canvas, att, positions=gen_pos).cpu()  # [B, G, V]
+        lg[..., mask_id] = float("-inf")  # never "decode" a mask: every step commits real tokens
         steps += 1
         probs = torch.softmax(lg, dim=-1)
         conf, x0 = probs.max(dim=-1)  # [B, G]
