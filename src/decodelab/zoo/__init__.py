@@ -93,11 +93,13 @@ def train(
     max_steps: int | None = None,
     progress: bool = True,
     evaluate: bool = True,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Run the recipe of ``name``; returns the checkpoint directory.
 
     ``out_dir`` defaults to ``./zoo-<name>`` (never over the bundled checkpoint unless asked).
-    ``tokens`` overrides the recipe's token budget, ``max_steps`` caps the optimiser steps.
+    ``tokens`` overrides the recipe's token budget, ``max_steps`` caps the optimiser steps,
+    ``init_from`` continues from an earlier checkpoint of the same model (a second stage).
     """
     _check_name(name)
     if tokens is not None and (not isinstance(tokens, int) or tokens <= 0):
@@ -113,10 +115,12 @@ def train(
 
         if not torch.cuda.is_available():
             raise DecodeLabError("device cuda asked for, but no CUDA device is available here; use --device cpu")
+    if init_from is not None and not (Path(init_from) / "config.json").is_file():
+        raise DecodeLabError(f"--init-from {init_from}: not a checkpoint directory (no config.json)")
     from decodelab.zoo import training as _train
 
     out = Path(out_dir) if out_dir is not None else Path.cwd() / f"zoo-{name}"
     return _train.run(
         RECIPES[name], device=device, tokens=tokens, seed=seed, out_dir=out, max_steps=max_steps,
-        progress=progress, evaluate=evaluate,
+        progress=progress, evaluate=evaluate, init_from=init_from,
     )

@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
     if args.name not in zoo.MODELS:
         raise DecodeLabError(f"unknown zoo model {args.name!r}; known models: {', '.join(zoo.MODELS)}")
     out = zoo.train(args.name, device=args.device, tokens=args.tokens, seed=args.seed, out_dir=args.out,
-                    max_steps=args.max_steps)
+                    max_steps=args.max_steps, init_from=args.init_from)
     print(f"trained {args.name} into {out}")
     return 0
 
@@ -87,5 +87,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default=None, help="output directory (default ./zoo-NAME)")
     p.add_argument("--max-steps", dest="max_steps", type=_positive_int, default=None, help="cap optimiser steps")
+    p.add_argument("--init-from", dest="init_from", default=None,
+                   help="continue from this checkpoint directory (a second training stage)")
     p.set_defaults(func=cmd_train)
     return zp

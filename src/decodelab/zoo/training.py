@@ -330,7 +330,10 @@ def run(
     max_steps: int | None = None,
     progress: bool = True,
     evaluate: bool = True,
+    init_from: str | Path | None = None,
 ) -> Path:
+    """Run ``recipe``. ``init_from``: start from the weights of an earlier checkpoint of the
+    same recipe (a continuation stage) instead of a fresh seeded initialisation."""
     from tqdm import tqdm
 
     from decodelab.zoo import card as card_mod
@@ -346,7 +349,13 @@ def run(
     gen = torch.Generator().manual_seed(seed)
 
     tok = load_tokenizer()
-    model = build_model(recipe, tok).to(device)
+    if init_from is not None:
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+        cls = AutoModelForCausalLM if recipe.kind == "causal" else AutoModelForMaskedLM
+        model = cls.from_pretrained(str(init_from), dtype=torch.float32).to(device)
+    else:
+        model = build_model(recipe, tok).to(device)
     model.train()
     n_params = count_params(model)
 
@@ -384,6 +393,7 @@ def run(
         log.flush()
 
     emit({"kind": "start", "recipe": recipe.name, "seed": seed, "device": device, "params": n_params,
+          "init_from": str(init_from) if init_from is not None else None,
           "planned_steps": total_steps, "threads": torch.get_num_threads()})
 
     best = {"loss": float("inf"), "state": None, "step": 0, "tokens": 0}
@@ -479,7 +489,8 @@ def run(
         "command": (f"DECODELAB_NUM_THREADS={threads} " if threads else "")
         + f"decodelab zoo train {recipe.name} --device {device} --seed {seed} --out {out}"
         + (f" --tokens {tokens}" if tokens is not None else "")
-        + (f" --max-steps {max_steps}" if max_steps is not None else ""),
+        + (f" --max-steps {max_steps}" if max_steps is not None else "")
+        + (f" --init-from {init_from}" if init_from is not None else ""),
     }
     card.update(final_figures(model, recipe, tok, out, evaluate=evaluate))
     card_mod.write_card(out, card)
