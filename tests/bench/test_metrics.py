@@ -7,8 +7,9 @@ from decodelab.bench import metrics
 from decodelab.bench.rows import Row
 
 
-def rec(row, prompt, seconds, new=10, tf=10, ts=10, df=0, ds=0, ct=None, cs=None, repeat=0, mem=100.0):
+def rec(row, prompt, seconds, new=10, tf=10, ts=10, df=0, ds=0, ct=None, cs=None, repeat=0, mem=100.0, cpu=None):
     return {"row": row, "prompt": prompt, "repeat": repeat, "seconds": seconds, "new_tokens": new,
+            "cpu_seconds": seconds if cpu is None else cpu,
             "target_forwards": tf, "target_tokens_scored": ts, "draft_forwards": df, "draft_tokens_scored": ds,
             "committed_total": new if ct is None else ct, "committed_steps": tf if cs is None else cs,
             "peak_mem_mb": mem}
@@ -47,13 +48,14 @@ def unit_result(records, outputs, quality=None, kind="perplexity", errors=None, 
 def test_row_summary_figures():
     records = [rec("greedy", p, 2.0) for p in range(4)] + [rec("hf:greedy", p, 4.0) for p in range(4)]
     # sps: 10 tokens from 4 target forwards of 5 tokens each (tau 2.5), 12 draft forwards, twice as fast
-    records += [rec("sps", p, 1.0, tf=4, ts=20, df=12, ds=12, ct=10, cs=4) for p in range(4)]
+    records += [rec("sps", p, 1.0, tf=4, ts=20, df=12, ds=12, ct=10, cs=4, cpu=0.5) for p in range(4)]
     outputs = {"greedy": [[1, 2]] * 4, "hf:greedy": [[1, 2]] * 4, "sps": [[1, 2]] * 4}
     res = unit_result(records, outputs)
     s = metrics.row_summary(res, Row("sps", "sps"))
     assert s["tokens_per_s"]["median"] == pytest.approx(10.0)
     assert s["speedup_vs_greedy"]["median"] == pytest.approx(2.0)
     assert s["speedup_vs_hf_greedy"]["median"] == pytest.approx(4.0)
+    assert s["cpu_speedup_vs_greedy"]["median"] == pytest.approx(4.0)  # 2.0 s of greedy CPU vs 0.5 s
     assert s["tau"] == pytest.approx(2.5)
     assert s["efficiency"] == pytest.approx(2.0 / 2.5)
     assert s["target_forwards_per_token"] == pytest.approx(0.4)

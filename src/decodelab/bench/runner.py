@@ -3,7 +3,8 @@
 Protocol, per unit: load the target (and draft) once; build the workload's prompt ids once;
 warm up every row on the first prompt; then, for each repeat, for each prompt, run every row in
 turn, so that drift on a shared machine hits every row alike. Each generation is timed whole with
-time.perf_counter (CUDA is synchronised first); methods only count. With ignore_eos (the
+time.perf_counter (CUDA is synchronised first), and its process CPU time is recorded too (a
+figure that waiting for a busy machine's cores does not inflate); methods only count. With ignore_eos (the
 default) every row generates exactly max_new_tokens per prompt: the same work for every row, and
 the peers run with eos_token_id=None to match. Quality (perplexity or task accuracy) is measured
 after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the unit and
@@ -164,11 +165,11 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> t
 def _timed(row, target, draft, prompt, index, wl, s, memory) -> dict:
     memory.reset()
     _sync(target.device)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     tokens, counts = _generate(row, target, draft, prompt, index, wl, s)
     _sync(target.device)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_mem_mb": memory.peak(), "tokens": tokens, **counts}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mem_mb": memory.peak(), "tokens": tokens, **counts}
 
 
 def _sync(device) -> None:
