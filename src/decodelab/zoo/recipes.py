@@ -86,7 +86,7 @@ RECIPES: dict[str, Recipe] = {
             tokens=2_500_000,
             eval_every=100,
             patience=4,
-            description="BERT-architecture masked diffusion LM (MDLM/LLaDA objective) on the stdlib train split.",
+            description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM (MDLM/LLaDA objective) on the stdlib train split.",
         ),
         Recipe(
             name="tasks-ar",
