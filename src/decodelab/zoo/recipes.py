@@ -72,7 +72,7 @@ RECIPES: dict[str, Recipe] = {
             tokens=5_000_000,
             eval_every=100,
             patience=4,
-            description="Llama causal LM, ~10x smaller than code-target, same tokenizer; the speculative draft.",
+            description="Llama causal LM, 7x fewer parameters (about 7x less compute per token) than code-target, same tokenizer; the speculative draft.",
         ),
         Recipe(
             name="code-mdlm",
