@@ -72,16 +72,3 @@ def test_sampling_distribution_on_toy():
             tvs.append(0.5 * float((counts / i - exact).abs().sum()))
     assert 400 < accepted < 900  # the guess was accepted in some runs and rejected in others
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("workload", ["humaneval", "code-heldout"])
-def test_greedy_equality_zoo_code_target(workload):
-    from decodelab.bench import workloads
-    try:
-        target = decodelab.load("zoo:code-target")
-    except DecodeLabError as e:
-        pytest.skip(str(e))
-    for prompt in workloads.build(workload, target, limit=3).prompts:
-        out = _equal_to_greedy(target, list(prompt), 128)
-        assert out.stats.tau > 1.0

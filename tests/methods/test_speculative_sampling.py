@@ -2,7 +2,6 @@
 distribution of the first 3 generated tokens approaches the exact one (seeded, so never flaky)."""
 import itertools
 
-import torch
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig, probs_from_logits
