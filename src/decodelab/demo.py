@@ -1,5 +1,6 @@
 """`decodelab demo` / `make demo`: decode a HumanEval prompt with the zoo's code-target, greedy
-and sps with code-draft, and print both outputs with their stats."""
+and sps with code-draft, and print both outputs with their stats. Timings here are one run each, after a warm-up;
+`decodelab bench` is the place for speed figures (repeats, spread, peers in the same run)."""
 from __future__ import annotations
 
 import time
@@ -21,6 +22,7 @@ def run_demo(max_new_tokens: int = 64) -> int:
     print(f"== {task}: prompt ({len(prompt)} chars)\n{prompt}")
     outputs = {}
     for method, kwargs in (("greedy", {}), ("sps", {"draft": draft})):
+        api.generate(target, prompt, method, max_new_tokens=8, **kwargs)  # warm-up, untimed
         t0 = time.perf_counter()
         out = api.generate(target, prompt, method, max_new_tokens=max_new_tokens, **kwargs)
         dt = time.perf_counter() - t0
