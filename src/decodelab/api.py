@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Iterator
@@ -202,8 +203,14 @@ def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
         raise DecodeLabError(f"draft and target have different vocabularies ({draft.vocab_size} vs "
                              f"{target.vocab_size} tokens); speculative decoding needs one tokenizer")
     tt, dt = target.tokenizer, draft.tokenizer
-    if tt is not None and dt is not None and tt.get_vocab() != dt.get_vocab():
+    if tt is not None and dt is not None and not _same_vocab(tt, dt):
         raise DecodeLabError("draft and target tokenizers differ; speculative decoding needs one tokenizer")
+
+
+@functools.lru_cache(maxsize=16)
+def _same_vocab(a, b) -> bool:
+    """get_vocab() builds a dict of the whole vocabulary (milliseconds), so compare each pair once."""
+    return a is b or a.get_vocab() == b.get_vocab()
 
 
 def _first_line(e: Exception) -> str:

@@ -10,7 +10,6 @@ FAST = Settings(repeats=1, warmup=0, limit=2, max_new_tokens=8, threads=1)
 
 @pytest.fixture(scope="session")
 def tok_model_dir(tmp_path_factory):
-    pytest.importorskip("decodelab.zoo.tokenizer")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from decodelab.zoo.tokenizer import load_tokenizer

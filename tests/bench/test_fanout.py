@@ -1,6 +1,5 @@
 """Fan-out: the split plan (one unit per row, references measured alongside) gives the same
 result as the in-process run, run through any map-like executor and through a local Ray."""
-import pytest
 
 from decodelab.bench import grid, parse_row
 from decodelab.bench.runner import run_unit
@@ -42,8 +41,7 @@ def test_split_units_equal_in_process(tiny_dirs):
 
 
 def test_ray_local_equals_in_process(tiny_dirs):
-    """A real local Ray instance (about 30 s on 2 cores); skipped where Ray is not installed."""
-    pytest.importorskip("ray")
+    """A real local Ray instance (about 30 s on 2 cores); ray comes with the test extra."""
     cells, rows = _grid(tiny_dirs)
     local = grid.run(cells, rows, FAST, progress=False)
     fanned = grid.run(cells, rows, FAST, progress=False, ray="local")

@@ -160,7 +160,6 @@ def test_cli_run_and_report_rerender(tiny_dirs, tmp_path, capsys):
 
 
 def test_task_workload_scores_accuracy(tok_model_dir):
-    pytest.importorskip("decodelab.zoo.tasks")
     cells = grid.cells_for([(tok_model_dir, None)], ["tasks:copy"])
     res = grid.run(cells, [parse_row("greedy"), parse_row("sample")], FAST, peers_on=False, progress=False)
     g = _row(res, "greedy")

@@ -36,7 +36,8 @@ def test_humaneval_prompts_are_cut_from_the_left_to_fit(tok_model_dir):
 
 
 def test_task_workloads(tok_model_dir):
-    tasks = pytest.importorskip("decodelab.zoo.tasks")
+    from decodelab.zoo import tasks
+
     model = decodelab.load(tok_model_dir)
     wl = workloads.build("tasks:copy", model, limit=3)
     assert wl.quality == "accuracy" and [e.task for e in wl.examples] == ["copy"] * 3
