@@ -1,4 +1,4 @@
-"""`decodelab` command line: methods, generate, demo, zoo, bench.
+"""`decodelab` command line: methods, generate, demo, zoo, bench, train.
 
 Every DecodeLabError becomes one line `decodelab: <message>` on stderr and exit code 2; argparse
 usage errors also exit 2. Method flags are built from the method's config dataclass.
