@@ -2,7 +2,6 @@
 generated tokens on ToyLM pairs, total-variation distance, and the greedy reference."""
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
 
@@ -106,3 +105,30 @@ def noisy_copy(model, scale: float, seed: int = 0):
         for w in m.parameters():
             w.add_(torch.randn(w.shape, generator=g) * scale * w.std().clamp_min(1e-3))
     return HFCausalLM(m, model.tokenizer)
+
+
+def equal_to_greedy(method: str, target, prompt, n: int, **kwargs):
+    """Decode n tokens with `method` and assert ids and length equal plain greedy; returns the output."""
+    out = decodelab.generate(target, prompt, method, max_new_tokens=n, ignore_eos=True, **kwargs)
+    assert out.tokens == greedy_reference(target, prompt, n) and len(out.tokens) == n
+    return out
+
+
+def two_token_tvs(method: str, toy, prompt: list[int], temperature: float, sizes=(100, 1000),
+                  **kwargs) -> tuple[list[float], int]:
+    """Sample the first two tokens max(sizes) times (seeds 1..N); return the TV to the exact [V, V]
+    distribution after each N in `sizes`, and how many runs committed both tokens in one target
+    forward (a draft was accepted)."""
+    v = toy.vocab_size
+    p1 = torch.softmax(toy.next_logits(prompt) / temperature, -1).double()
+    exact = torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temperature, -1).double()
+                         for a in range(v)])  # [V, V]
+    counts, tvs, accepted = torch.zeros(v, v, dtype=torch.float64), [], 0
+    for i in range(1, max(sizes) + 1):
+        out = decodelab.generate(toy, prompt, method, max_new_tokens=2, ignore_eos=True, do_sample=True,
+                                 temperature=temperature, seed=i, **kwargs)
+        counts[out.tokens[0], out.tokens[1]] += 1
+        accepted += out.stats.target_forwards == 1
+        if i in sizes:
+            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    return tvs, accepted

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import decodelab
+from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.core.tree import Draft, TokenTree
 from decodelab.errors import DecodeLabError
 from decodelab.methods.aded import ADEDConfig, PUCTDrafter, TrigramMatrix
@@ -75,20 +76,13 @@ def test_puct_tree_respects_budget_depth_and_prefers_likely_paths():
     assert first_drafted(50.0)[1] != [-1, 0, 1, 2, 3]
 
 
-def _equal_to_greedy(target, prompt, n, **kw):
-    ref = decodelab.generate(target, prompt, "greedy", max_new_tokens=n, ignore_eos=True)
-    out = decodelab.generate(target, prompt, "aded", max_new_tokens=n, ignore_eos=True, **kw)
-    assert out.tokens == ref.tokens and len(out.tokens) == n
-    return out
-
-
 def test_greedy_equality_tiny_models(tiny_pair):
     arch, target, _ = tiny_pair
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
-    _equal_to_greedy(target, prompt, 40, reset=True)
+    equal_to_greedy("aded", target, prompt, 40, reset=True)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
-    out = _equal_to_greedy(target, prompt + own + prompt, 40, budget=12, c_puct=2.0)
+    out = equal_to_greedy("aded", target, prompt + own + prompt, 40, budget=12, c_puct=2.0)
     assert out.stats.tau > 1.0, arch
 
 
@@ -96,25 +90,14 @@ def test_greedy_equality_toy_and_budget_edges():
     toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
     for n in (1, 2, 3, 17):
-        _equal_to_greedy(toy, prompt, n, reset=True)
-    assert _equal_to_greedy(toy, prompt, 40).stats.tau > 2
+        equal_to_greedy("aded", toy, prompt, n, reset=True)
+    assert equal_to_greedy("aded", toy, prompt, 40).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "aded", max_new_tokens=30).tokens == ref.tokens
 
 
 def test_sampling_distribution_on_toy():
     toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    prompt, temp = [1, 2, 1, 2, 1], 0.8
-    p1 = torch.softmax(toy.next_logits(prompt) / temp, -1).double()
-    exact = torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temp, -1).double()
-                         for a in range(5)])  # [V, V] over the first two tokens
-    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
-    for i in range(1, 1001):
-        out = decodelab.generate(toy, prompt, "aded", max_new_tokens=2, ignore_eos=True, do_sample=True,
-                                 temperature=temp, seed=i, budget=4)
-        counts[out.tokens[0], out.tokens[1]] += 1
-        accepted += out.stats.target_forwards == 1
-        if i in (100, 1000):
-            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, budget=4)
     assert accepted > 100  # the adapted matrix's guesses were accepted in many runs
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

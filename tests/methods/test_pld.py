@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import decodelab
+from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.errors import DecodeLabError
 from decodelab.methods.pld import lookup
 
@@ -26,23 +27,16 @@ def test_config_validation():
         decodelab.generate(decodelab.models.ToyLM.random(4), [1, 2], "pld", num_tokens=0)
 
 
-def _equal_to_greedy(target, prompt, n, **kw):
-    ref = decodelab.generate(target, prompt, "greedy", max_new_tokens=n, ignore_eos=True)
-    out = decodelab.generate(target, prompt, "pld", max_new_tokens=n, ignore_eos=True, **kw)
-    assert out.tokens == ref.tokens and len(out.tokens) == n
-    return out
-
-
 @pytest.mark.parametrize("prefer", ["recent", "first"])
 def test_greedy_equality_tiny_models(tiny_pair, prefer):
     arch, target, _ = tiny_pair
     g = torch.Generator().manual_seed(3)
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
-    _equal_to_greedy(target, prompt, 40, prefer=prefer)
+    equal_to_greedy("pld", target, prompt, 40, prefer=prefer)
     # the target's own output repeated in the prompt: lookups hit and some drafts get accepted
     # (random tiny models copy little, so tau stays modest here; the toy test below copies a lot)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
-    out = _equal_to_greedy(target, prompt + own + prompt + own + prompt, 40, prefer=prefer)
+    out = equal_to_greedy("pld", target, prompt + own + prompt + own + prompt, 40, prefer=prefer)
     assert out.stats.tau > 1.0, arch
 
 
@@ -50,25 +44,15 @@ def test_greedy_equality_toy_and_budget_edges():
     toy = decodelab.models.ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
     for n in (1, 2, 3, 17):
-        _equal_to_greedy(toy, prompt, n)
-    assert _equal_to_greedy(toy, prompt, 40).stats.tau > 2
+        equal_to_greedy("pld", toy, prompt, n)
+    assert equal_to_greedy("pld", toy, prompt, 40).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "pld", max_new_tokens=30).tokens == ref.tokens  # EOS stop
 
 
 def test_sampling_distribution_on_toy():
     toy = decodelab.models.ToyLM.random(5, order=2, seed=4, scale=1.5)
-    prompt, temp = [0, 4, 0, 4, 0], 0.8  # the lookup guesses 4, which p gives 0.63
-    p1 = torch.softmax(toy.next_logits(prompt) / temp, -1).double()
-    exact = torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temp, -1).double()
-                         for a in range(5)])  # [V, V] over the first two tokens
-    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
-    for i in range(1, 1001):
-        out = decodelab.generate(toy, prompt, "pld", max_new_tokens=2, ignore_eos=True, do_sample=True,
-                                 temperature=temp, seed=i)
-        counts[out.tokens[0], out.tokens[1]] += 1
-        accepted += out.stats.target_forwards == 1
-        if i in (100, 1000):
-            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    # the lookup guesses 4, which p gives 0.63
+    tvs, accepted = two_token_tvs("pld", toy, [0, 4, 0, 4, 0], 0.8)
     assert 400 < accepted < 900  # the guess was accepted in some runs and rejected in others
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

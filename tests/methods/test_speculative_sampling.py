@@ -1,36 +1,20 @@
 """sps sampling preserves the target distribution: on ToyLM pairs with exact tables, the empirical
 distribution of the first 3 generated tokens approaches the exact one (seeded, so never flaky)."""
-import itertools
-
+from methods.spec_helpers import empirical_dist, exact_dist, tv
 
 import decodelab
-from decodelab.core.sampling import SamplingConfig, probs_from_logits
+from decodelab.core.sampling import SamplingConfig
 
 PROMPT = [1, 2]
 
 
-def exact_distribution(lm, cfg: SamplingConfig, length: int = 3) -> dict[tuple, float]:
-    out = {}
-    for seq in itertools.product(range(lm.vocab_size), repeat=length):
-        prob, ctx = 1.0, list(PROMPT)
-        for t in seq:
-            prob *= float(probs_from_logits(lm.next_logits(ctx), cfg)[t])
-            ctx.append(t)
-        out[seq] = prob
-    return out
+def exact_distribution(lm, cfg: SamplingConfig) -> dict[tuple, float]:
+    return exact_dist(lm, PROMPT, cfg, n=3)
 
 
 def empirical(target, draft, n: int, seed: int, **kw) -> dict[tuple, float]:
-    counts: dict[tuple, int] = {}
-    for i in range(n):
-        toks = decodelab.generate(target, PROMPT, "sps", draft=draft, max_new_tokens=3, do_sample=True,
-                                  seed=seed * 100003 + i, **kw).tokens
-        counts[tuple(toks)] = counts.get(tuple(toks), 0) + 1
-    return {k: v / n for k, v in counts.items()}
-
-
-def tv(p: dict, q: dict) -> float:
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
+    """First 3 tokens of n sps runs (seeds seed * 100003 + i)."""
+    return empirical_dist("sps", target, draft, PROMPT, n, seed0=seed * 100003, gen=3, **kw)
 
 
 def test_sps_sampling_matches_target_distribution(toy_pair):

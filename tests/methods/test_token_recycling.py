@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import decodelab
-from decodelab.core.tree import Draft, TokenTree
+from methods.spec_helpers import equal_to_greedy, two_token_tvs
+from decodelab.core.tree import TokenTree
 from decodelab.errors import DecodeLabError
 from decodelab.methods.token_recycling import RecyclingDrafter, matrix_for, recycle, template
 from decodelab.models import ToyLM
@@ -64,21 +65,15 @@ def test_state_size_for_a_4096_vocabulary():
     assert matrix_for(fake) is m and not matrix_for(fake, reset=True).any()
 
 
-def _equal_to_greedy(target, prompt, n, **kw):
-    ref = decodelab.generate(target, prompt, "greedy", max_new_tokens=n, ignore_eos=True)
-    out = decodelab.generate(target, prompt, "token_recycling", max_new_tokens=n, ignore_eos=True, **kw)
-    assert out.tokens == ref.tokens and len(out.tokens) == n
-    return out
-
-
 @pytest.mark.parametrize("tmpl", ["2.2.2", "top12"])
 def test_greedy_equality_tiny_models(tiny_pair, tmpl):
     arch, target, _ = tiny_pair
     g = torch.Generator().manual_seed(5)
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
-    _equal_to_greedy(target, prompt, 40, template=tmpl, reset=True)
+    equal_to_greedy("token_recycling", target, prompt, 40, template=tmpl, reset=True)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
-    out = _equal_to_greedy(target, prompt + own + prompt, 40, template=tmpl)  # warm, repetitive
+    # warm state and a repetitive prompt
+    out = equal_to_greedy("token_recycling", target, prompt + own + prompt, 40, template=tmpl)
     assert out.stats.tau > 1.0, arch
 
 
@@ -86,11 +81,11 @@ def test_warm_state_carries_over_and_reset_forgets():
     # order 1: the next token depends on the last one only, so recycled rows stay exact
     toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
     prompt = [3, 7, 1]
-    cold = _equal_to_greedy(toy, prompt, 40, reset=True)
-    warm = _equal_to_greedy(toy, prompt, 40)
+    cold = equal_to_greedy("token_recycling", toy, prompt, 40, reset=True)
+    warm = equal_to_greedy("token_recycling", toy, prompt, 40)
     assert warm.stats.target_forwards < cold.stats.target_forwards
     assert warm.stats.tau > 4  # every drafted top-1 chain is the greedy path, up to depth 6
-    again = _equal_to_greedy(toy, prompt, 40, reset=True)
+    again = equal_to_greedy("token_recycling", toy, prompt, 40, reset=True)
     assert again.stats.committed == cold.stats.committed
 
 
@@ -98,28 +93,13 @@ def test_greedy_equality_toy_and_budget_edges():
     toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
     for n in (1, 2, 3, 17):
-        _equal_to_greedy(toy, prompt, n, reset=True)
+        equal_to_greedy("token_recycling", toy, prompt, n, reset=True)
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "token_recycling", max_new_tokens=30).tokens == ref.tokens
 
 
-def _exact_two_token_dist(toy, prompt, temperature):
-    p1 = torch.softmax(toy.next_logits(prompt) / temperature, -1).double()
-    return torch.stack([p1[a] * torch.softmax(toy.next_logits(prompt + [a]) / temperature, -1).double()
-                        for a in range(toy.vocab_size)])  # [V, V]
-
-
 def test_sampling_distribution_on_toy():
     toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    prompt, temp = [1, 2, 1, 2, 1], 0.8
-    exact = _exact_two_token_dist(toy, prompt, temp)
-    counts, tvs, accepted = torch.zeros(5, 5, dtype=torch.float64), [], 0
-    for i in range(1, 1001):
-        out = decodelab.generate(toy, prompt, "token_recycling", max_new_tokens=2, ignore_eos=True,
-                                 do_sample=True, temperature=temp, seed=i, template="top4")
-        counts[out.tokens[0], out.tokens[1]] += 1
-        accepted += out.stats.target_forwards == 1
-        if i in (100, 1000):
-            tvs.append(0.5 * float((counts / i - exact).abs().sum()))
+    tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, template="top4")
     assert accepted > 100  # drafts were accepted, so the accept path was sampled too
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
