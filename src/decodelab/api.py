@@ -98,10 +98,10 @@ def generate(model, prompt, method: str = "greedy", *, draft=None, max_new_token
     decoded text (when there is a tokenizer) and the counts.
     """
     stats = DecodeStats()
-    tokens = [t for chunk in stream(model, prompt, method, draft=draft, max_new_tokens=max_new_tokens,
-                                    ignore_eos=ignore_eos, stats=stats, tokenizer=tokenizer, **kwargs)
-              for t in chunk]
     target = _adapt(model, tokenizer)
+    tokens = [t for chunk in stream(target, prompt, method, draft=draft, max_new_tokens=max_new_tokens,
+                                    ignore_eos=ignore_eos, stats=stats, **kwargs)
+              for t in chunk]
     text = target.tokenizer.decode(tokens) if target.tokenizer is not None else None
     return DecodeOutput(tokens=tokens, text=text, stats=stats, method=method)
 
@@ -123,11 +123,8 @@ def _counted(chunks, stats: DecodeStats, target: CausalLM, draft: CausalLM | Non
                                          - d0.tokens - d0.prefill_tokens)
 
 
-_ADAPTERS: "dict[int, HFCausalLM]" = {}
-
-
 def _adapt(model, tokenizer) -> CausalLM:
-    """Pass adapters through; wrap a transformers model (once per object) in HFCausalLM."""
+    """Pass adapters through; wrap a transformers model in HFCausalLM (cheap: no weights copied)."""
     if isinstance(model, CausalLM):
         if tokenizer is not None and getattr(model, "tokenizer", None) is None:
             model.tokenizer = tokenizer
@@ -135,12 +132,7 @@ def _adapt(model, tokenizer) -> CausalLM:
     from transformers import PreTrainedModel
 
     if isinstance(model, PreTrainedModel):
-        key = id(model)
-        if key not in _ADAPTERS or _ADAPTERS[key].model is not model:
-            _ADAPTERS[key] = HFCausalLM(model, tokenizer)
-        elif tokenizer is not None:
-            _ADAPTERS[key].tokenizer = tokenizer
-        return _ADAPTERS[key]
+        return HFCausalLM(model, tokenizer)
     if hasattr(model, "mask_id"):
         raise DecodeLabError("this is a masked diffusion LM; the causal decoding methods need a causal LM "
                              "(AutoModelForCausalLM)")
