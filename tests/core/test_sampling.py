@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from decodelab.core.sampling import SamplingConfig, choose, gumbel_top_k, probs_from_logits
+from decodelab.core.sampling import SamplingConfig, check_finite, choose, gumbel_top_k, probs_from_logits
 from decodelab.errors import DecodeLabError
 
 LOGITS = torch.log(torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05]))
@@ -85,3 +85,18 @@ def test_gumbel_top_k_never_draws_zero_probability():
     logp = torch.log(torch.tensor([0.5, 0.5, 0.0, 0.0]))
     ids = gumbel_top_k(logp, 4, torch.Generator().manual_seed(1))
     assert sorted(ids.tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_refuses_nan_and_inf(bad):
+    x = torch.zeros(3, 7)
+    x[1, 4] = bad
+    with pytest.raises(DecodeLabError, match="NaN or inf"):
+        check_finite(x)
+
+
+def test_check_finite_accepts_large_logits_whose_sum_overflows():
+    x = torch.full((4, 8), 3e38)  # finite, but their float32 sum is inf
+    assert not torch.isfinite(x.sum())
+    check_finite(x)
+    check_finite(torch.randn(9, 4096))
