@@ -23,6 +23,9 @@ class Method:
     draft: bool  # needs a draft model
     modes: tuple[str, ...]  # "greedy" and/or "sample"
     summary: str
+    # methods that keep state per target model across generations (Token Recycling, ADED):
+    # forget(target) drops it, so the next generation starts cold (the bench does so per repeat)
+    forget: Callable[[object], None] | None = None
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "lossless": self.lossless,
@@ -42,8 +45,9 @@ _METHODS: dict[str, Method] = {}
 
 
 def register(name: str, *, family: str, config: type, lossless: str | None, needs=(), draft=False,
-             modes=MODES):
-    """Register `run(target, prompt, max_new_tokens, *, ctx)` under `name`.
+             modes=MODES, forget=None):
+    """Register `run(target, prompt, max_new_tokens, *, ctx)` under `name`. `forget(target)`:
+    for methods that keep state per target across generations, drop that state.
 
     The first paragraph of the run function's module docstring becomes the method's summary.
     """
@@ -57,7 +61,7 @@ def register(name: str, *, family: str, config: type, lossless: str | None, need
 
         doc = (sys.modules[run.__module__].__doc__ or "").strip().split("\n\n")[0]
         _METHODS[name] = Method(name, family, lossless, config, run, frozenset(needs), draft,
-                                tuple(modes), " ".join(doc.split()))
+                                tuple(modes), " ".join(doc.split()), forget)
         return run
 
     return deco

@@ -1,5 +1,6 @@
 """The runner end to end on tiny random models: rows, peers, the exact-match check against a
 planted divergent method, failure rows, interrupted runs, and the CLI's bad-input exits."""
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -178,3 +179,23 @@ def test_cli_suite_file(tiny_dirs, tmp_path):
     assert [r["row"] for r in res["rows"]] == ["greedy", "sps:fixed_budget=3"] and res["settings"]["limit"] == 1
     suite.write_text("[bench]\nrepeatz = 2\n")
     assert main(["bench", "--suite", str(suite)]) == 2
+
+
+@pytest.mark.parametrize("method", ["token_recycling", "aded"])
+def test_stateful_methods_start_every_repeat_cold(tok_model_dir, method, monkeypatch):
+    """State carries over the prompts of a repeat but not into the next repeat: every repeat
+    makes the same forwards. Without `forget` the second repeat runs warm on prompts it has seen,
+    and its counts differ (so the check can fail)."""
+    settings = FAST.__class__(**{**FAST.__dict__, "limit": 3, "repeats": 2, "warmup": 1, "max_new_tokens": 24})
+    cells = grid.cells_for([(tok_model_dir, None)], ["code-heldout"])
+
+    def forwards(res):
+        recs = res["units"][0]["records"]
+        return [[r["target_forwards"] for r in recs if r["row"] == method and r["repeat"] == k] for k in (0, 1)]
+
+    res = grid.run(cells, [parse_row(method)], settings, peers_on=False, progress=False)
+    first, second = forwards(res)
+    assert first == second
+    monkeypatch.setitem(registry._METHODS, method, dataclasses.replace(registry.get(method), forget=None))
+    first, second = forwards(grid.run(cells, [parse_row(method)], settings, peers_on=False, progress=False))
+    assert sum(second) < sum(first)

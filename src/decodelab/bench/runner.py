@@ -9,6 +9,11 @@ default) every row generates exactly max_new_tokens per prompt: the same work fo
 the peers run with eos_token_id=None to match. Quality (perplexity or task accuracy) is measured
 after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the unit and
 returns what was measured, marked partial.
+
+Methods that keep state per model across generations (Token Recycling, ADED: registered with
+`forget`) start every repeat cold and carry their state over the prompts in order, as in
+serving: no timed generation profits from having seen its own prompt in the warm-up or in an
+earlier repeat.
 """
 from __future__ import annotations
 
@@ -100,6 +105,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
                 _tick(progress)
         with memory:
             for rep in range(s.repeats):
+                _forget_state(unit.rows, target)
                 for i, prompt in enumerate(wl.prompts):
                     for r in unit.rows:
                         if r.label not in result["errors"]:
@@ -121,6 +127,15 @@ def run_unit(unit: Unit, progress=None) -> dict:
         except KeyboardInterrupt:
             result["partial"] = True
     return result
+
+
+def _forget_state(rows, target) -> None:
+    from ..registry import get
+
+    for r in rows:
+        forget = None if r.peer else get(r.method).forget
+        if forget is not None:
+            forget(target)
 
 
 def total_steps(unit: Unit, n_prompts: int) -> int:

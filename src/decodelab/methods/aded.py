@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import heapq
 import math
-import weakref
 from dataclasses import dataclass
 
 import torch
 
+from ..core.state import PerModel
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
@@ -93,15 +93,12 @@ class TrigramMatrix:
         return len(self.tri)
 
 
-_MATRICES: "weakref.WeakKeyDictionary[object, dict[int, TrigramMatrix]]" = weakref.WeakKeyDictionary()
+_MATRICES = PerModel()  # per target model: {vocab size: TrigramMatrix}
 
 
 def matrix_for(target, reset: bool = False) -> TrigramMatrix:
     """The tri-gram matrix adapted for this target model across runs."""
-    per_model = _MATRICES.setdefault(getattr(target, "model", target), {})
-    if reset or target.vocab_size not in per_model:
-        per_model[target.vocab_size] = TrigramMatrix()
-    return per_model[target.vocab_size]
+    return _MATRICES.get(target, target.vocab_size, TrigramMatrix, reset)
 
 
 class PUCTDrafter:
@@ -169,7 +166,8 @@ class PUCTDrafter:
                 self.matrix.add(x, tokens[i], z, pz)
 
 
-@register("aded", family="speculative", config=ADEDConfig, lossless="sampling", needs=("tree_mask",))
+@register("aded", family="speculative", config=ADEDConfig, lossless="sampling", needs=("tree_mask",),
+          forget=_MATRICES.forget)
 def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
     drafter = PUCTDrafter(matrix_for(target, config.reset), config)
     return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)

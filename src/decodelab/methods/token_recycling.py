@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import functools
 import re
-import weakref
 from dataclasses import dataclass
 
 import torch
 
+from ..core.state import PerModel
 from ..core.templates import TreeTemplate
 from ..core.tree import Draft
 from ..errors import DecodeLabError
@@ -87,17 +87,13 @@ class TokenRecyclingConfig:
                                  f"which needs topk >= {t.max_rank + 1}, got {self.topk}")
 
 
-# model -> {(vocab size, topk): M}; weak keys, so a matrix lives exactly as long as its model
-_MATRICES: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], torch.Tensor]]" = weakref.WeakKeyDictionary()
+_MATRICES = PerModel()  # per target model: {(vocab size, topk): M}
 
 
 def matrix_for(target, topk: int = 8, reset: bool = False) -> torch.Tensor:
     """The adjacency matrix M [V, topk] (int32) recycled for this target model across runs."""
-    per_model = _MATRICES.setdefault(getattr(target, "model", target), {})
     key = (target.vocab_size, topk)
-    if reset or key not in per_model:
-        per_model[key] = torch.zeros(key, dtype=torch.int32)
-    return per_model[key]
+    return _MATRICES.get(target, key, lambda: torch.zeros(key, dtype=torch.int32), reset)
 
 
 def recycle(matrix: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, path: list[int]) -> None:
@@ -130,7 +126,7 @@ class RecyclingDrafter:
 
 
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
-          needs=("tree_mask",))
+          needs=("tree_mask",), forget=_MATRICES.forget)
 def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
     drafter = RecyclingDrafter(matrix_for(target, config.topk, config.reset), template(config.template))
     return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)

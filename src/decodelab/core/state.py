@@ -1,0 +1,31 @@
+"""State a method keeps per target model across generations (Token Recycling's adjacency matrix,
+ADED's tri-gram matrix).
+
+Keyed weakly by the adapter's underlying model (``target.model``, else the adapter itself), so
+the state lives exactly as long as the model, and every adapter over the same weights shares it.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable, Hashable
+
+
+class PerModel:
+    def __init__(self):
+        self._state: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+    def get(self, target, key: Hashable, make: Callable[[], object], reset: bool = False):
+        """The state stored under ``key`` for ``target``'s model; ``make()`` builds it when
+        there is none yet or when ``reset``."""
+        per_model = self._state.setdefault(_owner(target), {})
+        if reset or key not in per_model:
+            per_model[key] = make()
+        return per_model[key]
+
+    def forget(self, target) -> None:
+        """Drop everything stored for ``target``'s model: the next ``get`` starts cold."""
+        self._state.pop(_owner(target), None)
+
+
+def _owner(target):
+    return getattr(target, "model", target)
