@@ -1,5 +1,6 @@
 """The runner end to end on tiny random models: rows, peers, the exact-match check against a
 planted divergent method, failure rows, interrupted runs, and the CLI's bad-input exits."""
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -199,3 +200,24 @@ def test_stateful_methods_start_every_repeat_cold(tok_model_dir, method, monkeyp
     monkeypatch.setitem(registry._METHODS, method, dataclasses.replace(registry.get(method), forget=None))
     first, second = forwards(grid.run(cells, [parse_row(method)], settings, peers_on=False, progress=False))
     assert sum(second) < sum(first)
+
+
+def test_rows_of_a_stateful_method_keep_separate_states(tok_model_dir, monkeypatch):
+    """Two rows with the same configuration decode each prompt with the same forwards: the
+    second row does not draft from what the first learnt on that prompt. With one shared state
+    (scopes switched off) the second row needs fewer forwards, so the check can fail."""
+    from decodelab.core import state
+
+    settings = FAST.__class__(**{**FAST.__dict__, "limit": 3, "max_new_tokens": 24})
+    cells = grid.cells_for([(tok_model_dir, None)], ["code-heldout"])
+    rows = [parse_row("token_recycling"), parse_row("token_recycling:topk=8")]
+
+    def forwards():
+        recs = grid.run(cells, rows, settings, peers_on=False, progress=False)["units"][0]["records"]
+        return [sum(r["target_forwards"] for r in recs if r["row"] == row.label) for row in rows]
+
+    first, second = forwards()
+    assert first == second
+    monkeypatch.setattr(state, "scope", lambda name: contextlib.nullcontext())
+    first, second = forwards()
+    assert second < first

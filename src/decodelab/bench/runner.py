@@ -11,9 +11,9 @@ after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the
 returns what was measured, marked partial.
 
 Methods that keep state per model across generations (Token Recycling, ADED: registered with
-`forget`) start every repeat cold and carry their state over the prompts in order, as in
-serving: no timed generation profits from having seen its own prompt in the warm-up or in an
-earlier repeat.
+`forget`) keep one state per row, start every repeat cold and carry their state over the prompts
+in order, as in serving: no timed generation profits from having seen its own prompt (in the
+warm-up, in an earlier repeat or in another row).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core import state
 from ..errors import DecodeLabError
 from . import peers, workloads
 from .rows import REFERENCES, Row, make_row, method_kwargs
@@ -168,8 +169,9 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> t
     kw = method_kwargs(spec, row.kwargs)
     if row.sampling:
         kw.setdefault("seed", s.seed + index)  # one seed per prompt: every repeat draws the same
-    out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
-                       max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, **kw)
+    with state.scope(row.label):  # a stateful method's state is the row's own
+        out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
+                           max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, **kw)
     st = out.stats
     return out.tokens, {"new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
                         "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
