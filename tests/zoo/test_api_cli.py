@@ -55,6 +55,7 @@ def test_cli_list_and_info(capsys):
         (["zoo", "train", "tasks-ar", "--tokens", "0"], "positive integer"),
         (["zoo", "train", "tasks-ar", "--tokens", "lots"], "positive integer"),
         (["zoo", "train", "tasks-ar", "--max-steps", "-3"], "positive integer"),
+        (["zoo", "train", "tasks-ar", "--init-from", "/nonexistent/ckpt"], "not a checkpoint directory"),
         (["zoo", "train", "tasks-ar", "--seed", "-1"], "seed"),
         (["zoo", "train", "tasks-ar", "--device", "tpu"], "device"),
     ],

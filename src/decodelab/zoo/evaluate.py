@@ -29,15 +29,16 @@ def ar_generate(model, tok, prompts: list[str], max_new_tokens: int = 48, batch_
         for j, c in enumerate(chunk):  # left padding
             ids[j, width - len(c) :] = torch.tensor(c)
             att[j, width - len(c) :] = 1
+        dev = next(model.parameters()).device  # also called on a model training on a GPU
         gen = model.generate(
-            input_ids=ids,
-            attention_mask=att,
+            input_ids=ids.to(dev),
+            attention_mask=att.to(dev),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
-        for row in gen[:, width:].tolist():
+        for row in gen[:, width:].cpu().tolist():
             if tok.eos_token_id in row:
                 row = row[: row.index(tok.eos_token_id)]
             outs.append(tok.decode([t for t in row if t != tok.pad_token_id]))

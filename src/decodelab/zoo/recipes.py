@@ -34,6 +34,7 @@ class Recipe:
     est_tokens_per_example: int = 12  # task recipes: to turn a token budget into steps
     eval_examples: int = 200  # task recipes: test examples per task for the card
     gen_len: int = 0  # masked-diffusion task recipes: answer canvas length (masks after the prompt)
+    t_sampler: str = "uniform"  # mdlm: "uniform" t ~ U(0,1) i.i.d., or "stratified" (MDLM's low-discrepancy sampler)
     description: str = ""
 
     def describe(self) -> dict:
@@ -83,8 +84,9 @@ RECIPES: dict[str, Recipe] = {
             batch_size=16,
             lr=2e-3,
             weight_decay=0.1,
-            tokens=2_500_000,
-            eval_every=100,
+            tokens=32_000_000,
+            t_sampler="stratified",
+            eval_every=400,
             patience=4,
             description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM (MDLM/LLaDA objective) on the stdlib train split.",
         ),
@@ -115,14 +117,17 @@ RECIPES: dict[str, Recipe] = {
             seq_len=64,
             gen_len=24,
             tasks=LIST_TASKS,
+            # copy, reverse and sort (the headline tasks) are sampled 3x as often as each edit task
+            task_weights=(3, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+            t_sampler="stratified",
             batch_size=32,
             lr=3e-3,
             weight_decay=0.05,
-            warmup=100,
-            tokens=2_400_000,
-            eval_every=250,
+            warmup=200,
+            tokens=16_000_000,
+            eval_every=1000,
             est_tokens_per_example=24,
-            log_every=20,
+            log_every=50,
             description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM on the waiting-line list tasks (not arithmetic): prompt kept, "
             "a 24-token answer canvas (answer, end-of-text, end-of-text filler) masked at rate t.",
         ),

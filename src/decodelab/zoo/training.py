@@ -222,16 +222,31 @@ def causal_loss(model, batch, device):
     return loss, int(m.sum())
 
 
-def mdlm_loss(model, batch, device, mask_id: int, gen: torch.Generator, t: torch.Tensor | None = None):
+def sample_t(n: int, gen: torch.Generator, sampler: str = "uniform") -> torch.Tensor:
+    """n masking rates, each U(0,1): i.i.d. ("uniform") or stratified, one per interval
+    [i/n, (i+1)/n) in a random rotation ("stratified", MDLM's low-discrepancy sampler)."""
+    if sampler == "uniform":
+        return torch.rand(n, generator=gen)
+    if sampler == "stratified":
+        return (torch.rand(1, generator=gen) + torch.arange(n) / n) % 1.0
+    raise DecodeLabError(f"t_sampler must be 'uniform' or 'stratified', got {sampler!r}")
+
+
+def mdlm_loss(model, batch, device, mask_id: int, gen: torch.Generator, t: torch.Tensor | None = None,
+              t_sampler: str = "uniform"):
     """MDLM / LLaDA objective. t ~ U(0,1) per sequence, each eligible token masked with
     probability t, cross-entropy on masked tokens weighted 1/t, averaged over eligible
     tokens (an upper bound on the per-token NLL). Also returns the plain mean CE on
-    masked tokens."""
+    masked tokens.
+
+    ``t_sampler="stratified"`` is MDLM's low-discrepancy sampler (Sahoo et al. 2024): one
+    uniform offset u and t_i = (u + i/B) mod 1, so every batch covers (0, 1) evenly; each
+    t_i is still U(0,1), the objective is unchanged and its variance lower."""
     x = batch["input_ids"]
     elig = batch["loss_mask"]
     B, L = x.shape
     if t is None:
-        t = torch.rand(B, generator=gen)
+        t = sample_t(B, gen, t_sampler)
     t = t.clamp(min=MIN_T)
     masked = (torch.rand(B, L, generator=gen) < t[:, None]) & elig
     xin = torch.where(masked, torch.full_like(x, mask_id), x).to(device)
@@ -409,7 +424,7 @@ def run(
             val = h if recipe.kind == "causal" else h["bound"]
         else:
             val = task_heldout_loss(model, recipe, tok, device)
-            h = val
+            h = {"loss": val, "quick_accuracy": quick_task_accuracy(model, recipe, tok)} if evaluate else {"loss": val}
         emit({"kind": "eval", "step": step, "tokens": seen, "heldout_loss": val, "detail": h,
               "elapsed_s": round(time.time() - t0, 1)})
         if val < best["loss"]:
@@ -428,7 +443,7 @@ def run(
         if recipe.kind == "causal":
             loss, k = causal_loss(model, batch, device)
         else:
-            loss, _plain, _k = mdlm_loss(model, batch, device, tok.mask_token_id, gen)
+            loss, _plain, _k = mdlm_loss(model, batch, device, tok.mask_token_id, gen, t_sampler=recipe.t_sampler)
             k = int(batch["loss_mask"].sum())
         seen += tokens_per_step or k
         opt.zero_grad(set_to_none=True)
@@ -519,6 +534,17 @@ def task_heldout_loss(model, recipe: Recipe, tok, device, n_per_task: int = 32) 
         tot += float(loss)
     model.train()
     return tot / len(names)
+
+
+def quick_task_accuracy(model, recipe: Recipe, tok, n: int = 30) -> dict:
+    """Accuracy on ``n`` test examples of each headline task the recipe trains on (progress
+    during training; the card's figures use more examples)."""
+    from decodelab.zoo.evaluate import HEADLINE_TASKS, task_accuracy
+
+    names = [t for t in (recipe.tasks or HEADLINE_TASKS) if t in HEADLINE_TASKS]
+    acc = task_accuracy(model, tok, recipe.kind, n=n, task_names=names, gen_length=recipe.gen_len or 24)
+    model.train()
+    return acc
 
 
 def final_figures(model, recipe: Recipe, tok, out: Path, evaluate: bool = True) -> dict:
