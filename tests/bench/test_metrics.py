@@ -67,6 +67,19 @@ def test_row_summary_figures():
     assert g["speedup_vs_greedy"]["median"] == 1.0 and g["exact_match"] is None and g["tau"] == 1.0
 
 
+def test_efficiency_is_per_prompt_speedup_over_tau():
+    """Prompt 0: tau 5, 4x faster (eff 0.8); prompts 1 and 2: tau 1.25, 1x (eff 0.8). The median
+    speedup over the pooled tau (1.0 / 2.1) would misstate it; a row never realises more than
+    its per-step cost allows."""
+    records = [rec("greedy", p, 2.0) for p in range(3)]
+    records += [rec("sps", 0, 0.5, tf=2, ct=10, cs=2), rec("sps", 1, 2.0, tf=8, ct=10, cs=8),
+                rec("sps", 2, 2.0, tf=8, ct=10, cs=8)]
+    s = metrics.row_summary(unit_result(records, {}), Row("sps", "sps"))
+    assert s["tau"] == pytest.approx(30 / 18)
+    assert s["speedup_vs_greedy"]["median"] == pytest.approx(1.0)
+    assert s["efficiency"] == pytest.approx(0.8)
+
+
 def test_exact_match_below_one_fails_the_row_loudly():
     records = [rec("greedy", p, 1.0) for p in range(4)] + [rec("sps", p, 1.0) for p in range(4)]
     outputs = {"greedy": [[1], [2], [3], [4]], "sps": [[1], [2], [9], [4]]}

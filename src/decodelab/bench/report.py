@@ -117,7 +117,7 @@ def markdown(results: dict) -> str:
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
               "our greedy / transformers greedy measured in the same run (median [IQR]); x greedy CPU: the same "
               "ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
-              "committed per target forward; eff: speedup / tau; tok/tgt fwd: tokens scored per target forward "
+              "committed per target forward; eff: speedup / tau per prompt (median); tok/tgt fwd: tokens scored per target forward "
               "(compute budget); "
               "exact match: share of prompts equal to greedy (ours and transformers greedy vs our greedy, the other "
               "peers vs transformers greedy); "
