@@ -66,6 +66,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="decode a HumanEval prompt with the zoo models, greedy and sps")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, the fastest for the zoo models)")
     p.set_defaults(func=cmd_demo)
 
     for mod in ("zoo", "bench", "train"):  # each family of commands lives with its package
@@ -158,7 +159,7 @@ def _parse_ids(text: str) -> list[int]:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(max_new_tokens=args.max_new_tokens)
+    return run_demo(max_new_tokens=args.max_new_tokens, threads=args.threads)
 
 
 if __name__ == "__main__":

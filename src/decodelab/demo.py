@@ -16,7 +16,18 @@ def humaneval_prompt(index: int = 0) -> tuple[str, str]:
     return problem["task_id"], problem["prompt"]
 
 
-def run_demo(max_new_tokens: int = 64) -> int:
+def run_demo(max_new_tokens: int = 64, threads: int = 1) -> int:
+    """``threads``: torch CPU threads. The zoo models are so small that one thread is the
+    fastest, and more threads slow down badly on a busy machine."""
+    import torch
+
+    from .errors import DecodeLabError
+
+    if threads < 1:
+        raise DecodeLabError(f"threads must be a positive integer, got {threads}")
+    if max_new_tokens < 1:  # refused before anything is loaded or printed
+        raise DecodeLabError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+    torch.set_num_threads(threads)
     task, prompt = humaneval_prompt(0)
     target, draft = api.load("zoo:code-target"), api.load("zoo:code-draft")
     print(f"== {task}: prompt ({len(prompt)} chars)\n{prompt}")
