@@ -1,6 +1,8 @@
 """Beam search with length penalty over the target, all beams in one batched forward.
 
-Follows transformers' beam search: keep the best `num_beams` live hypotheses by summed log
+Beam search for neural sequence models as in Sutskever et al. 2014 ("Sequence to Sequence
+Learning with Neural Networks", arXiv 1409.3215); the length penalty is Wu et al. 2016's GNMT
+idea (arXiv 1609.08144) in transformers' simpler form. Follows transformers' beam search: keep the best `num_beams` live hypotheses by summed log
 probability; a hypothesis ending in a stop token is finished with score
 sum_logp / generated_len ** length_penalty. Deviations: generated_len counts new tokens only (not
 the prompt), and decoding stops once `num_beams` hypotheses are finished and no live beam can
