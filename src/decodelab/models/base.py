@@ -40,6 +40,21 @@ class Counter:
         self.prefill_tokens += tokens
 
 
+class CachedIds:
+    """The token-id bookkeeping adapters share: ``self._ids`` [B, L] holds the ids whose
+    keys and values are in the cache."""
+
+    _ids: torch.Tensor
+
+    @property
+    def cache_len(self) -> int:
+        return self._ids.shape[1]
+
+    @property
+    def cached_ids(self) -> torch.Tensor:
+        return self._ids[0]
+
+
 @runtime_checkable
 class CausalLM(Protocol):
     capabilities: frozenset[str]

@@ -12,10 +12,10 @@ import inspect
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .base import Counter, Step
+from .base import CachedIds, Counter, Step
 
 
-class HFCausalLM:
+class HFCausalLM(CachedIds):
     capabilities = frozenset({"tree_mask", "hidden_states", "batch"})
 
     def __init__(self, model: PreTrainedModel, tokenizer=None):
@@ -42,14 +42,6 @@ class HFCausalLM:
         self._cache = DynamicCache(config=self.config)
         self._ids = torch.empty(1, 0, dtype=torch.long, device=self.device)  # [B, L]
         self._base = 0  # cache length before the last forward
-
-    @property
-    def cache_len(self) -> int:
-        return self._ids.shape[1]
-
-    @property
-    def cached_ids(self) -> torch.Tensor:
-        return self._ids[0]
 
     def _index_cache(self, idx: torch.Tensor, dim: int) -> None:
         for layer in self._cache.layers:

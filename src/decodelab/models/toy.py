@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import Counter, Step
+from .base import CachedIds, Counter, Step
 
 
-class ToyLM:
+class ToyLM(CachedIds):
     capabilities = frozenset({"tree_mask", "batch"})
     tokenizer = None
     max_length = None
@@ -40,14 +40,6 @@ class ToyLM:
     def reset(self) -> None:
         self._ids = torch.empty(1, 0, dtype=torch.long)
         self._base = 0
-
-    @property
-    def cache_len(self) -> int:
-        return self._ids.shape[1]
-
-    @property
-    def cached_ids(self) -> torch.Tensor:
-        return self._ids[0]
 
     @property
     def eos_token_ids(self) -> list[int]:
