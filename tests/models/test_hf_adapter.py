@@ -46,6 +46,25 @@ def test_tree_forward_matches_sequential_paths_and_commit_continues(arch):
     assert torch.allclose(nxt, ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("parents, keep", [
+    ([-1, 0, 1, 2, 3], [0, 1, 2]),  # a chain, its first three nodes kept: the prefix fast path
+    ([-1, 0, 0, 2, 1], [0, 2, 3]),  # a tree path that skips node 1: rows are moved
+    ([-1, 0, 1, 2, 3], [0]),  # nothing accepted
+])
+def test_commit_then_continue_matches_sequential(parents, keep):
+    model = HFCausalLM(make_tiny("llama"))
+    prompt = [5, 9, 2, 7]
+    tree = TokenTree.from_lists([7, 11, 12, 13, 14], parents)
+    prefill(model, torch.tensor(prompt[:-1]))
+    model.forward(tree.tokens, tree.positions(len(prompt) - 1), tree_mask=tree.attention_mask)
+    model.commit(keep)
+    committed = prompt[:-1] + tree.tokens[keep].tolist()
+    assert model.cached_ids.tolist() == committed and model.cache_len == len(committed)
+    nxt = model.forward(torch.tensor([3, 4]), torch.arange(len(committed), len(committed) + 2)).logits
+    ref = _sequential_logits(HFCausalLM(model.model), committed + [3, 4])[-2:]
+    assert torch.allclose(nxt, ref, atol=1e-4)
+
+
 def test_truncate_then_continue_matches_sequential():
     model = HFCausalLM(make_tiny("llama"))
     ids = [1, 2, 3, 4, 5, 6]

@@ -57,8 +57,16 @@ class HFCausalLM(CachedIds):
 
     @torch.inference_mode()  # the cache holds inference tensors, updated in place below
     def commit(self, keep) -> None:
-        keep = torch.as_tensor(keep, dtype=torch.long, device=self.device)
-        src, end = self._base + keep, self._base + len(keep)
+        keep_list = keep.tolist() if torch.is_tensor(keep) else list(keep)
+        end = self._base + len(keep_list)
+        if keep_list == list(range(len(keep_list))):  # a prefix of the last forward (chains): cut
+            for layer in self._cache.layers:
+                if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                    layer.keys, layer.values = layer.keys[..., :end, :], layer.values[..., :end, :]
+            self._ids = self._ids[:, :end]
+            self._base = end
+            return
+        src = self._base + torch.tensor(keep_list, dtype=torch.long, device=self.device)
         # move only the kept rows of the last forward into place and drop the rest: O(kept), not
         # O(cache) (the gather on the right copies first, so overlapping rows are safe)
         for layer in self._cache.layers:
