@@ -16,7 +16,7 @@ from decodelab.zoo.tasks import LIST_TASKS, TASKS
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    kind: str  # "causal" (LlamaForCausalLM) or "mdlm" (ModernBertForMaskedLM or BertForMaskedLM, masked diffusion)
+    kind: str  # "causal" (LlamaForCausalLM) or "mdlm" (ModernBertForMaskedLM with arch type "modernbert", masked diffusion)
     data: str  # "code" (stdlib corpus) or "tasks" (synthetic task suites)
     arch: dict = field(default_factory=dict)
     seq_len: int = 256

@@ -33,71 +33,41 @@ MIN_T = 1e-3  # masking rate floor for the MDLM objective (avoids 1/t blow-up)
 
 
 def build_model(recipe: Recipe, tokenizer):
-    ids = dict(
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-    )
     a = recipe.arch
+    dims = dict(  # the same in every architecture's config
+        vocab_size=len(tokenizer),
+        hidden_size=a["hidden"],
+        intermediate_size=a["ffn"],
+        num_hidden_layers=a["layers"],
+        num_attention_heads=a["heads"],
+        max_position_embeddings=recipe.seq_len,
+        attention_dropout=a.get("attn_dropout", 0.0),
+        tie_word_embeddings=True,
+    )
+    eos = tokenizer.eos_token_id
     if recipe.kind == "causal":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        cfg = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=a["hidden"],
-            intermediate_size=a["ffn"],
-            num_hidden_layers=a["layers"],
-            num_attention_heads=a["heads"],
-            num_key_value_heads=a["heads"],
-            max_position_embeddings=recipe.seq_len,
-            attention_dropout=a.get("attn_dropout", 0.0),
-            tie_word_embeddings=True,
-            **ids,
-        )
+        cfg = LlamaConfig(**dims, num_key_value_heads=a["heads"], pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=eos, bos_token_id=eos)
         return LlamaForCausalLM(cfg)
     if recipe.kind == "mdlm" and a.get("type") == "modernbert":
         from transformers import ModernBertConfig, ModernBertForMaskedLM
 
-        eos = tokenizer.eos_token_id
         cfg = ModernBertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=a["hidden"],
-            intermediate_size=a["ffn"],
-            num_hidden_layers=a["layers"],
-            num_attention_heads=a["heads"],
-            max_position_embeddings=recipe.seq_len,
+            **dims,
             global_attn_every_n_layers=1,  # every layer attends to the whole canvas (RoPE positions)
             local_attention=recipe.seq_len,
             embedding_dropout=a.get("dropout", 0.0),
             mlp_dropout=a.get("dropout", 0.0),
-            attention_dropout=a.get("attn_dropout", 0.0),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=eos,
             bos_token_id=eos,
             cls_token_id=eos,
             sep_token_id=eos,
-            tie_word_embeddings=True,
         )
         cfg.mask_token_id = tokenizer.mask_token_id
         return ModernBertForMaskedLM(cfg)
-    if recipe.kind == "mdlm":
-        from transformers import BertConfig, BertForMaskedLM
-
-        cfg = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=a["hidden"],
-            intermediate_size=a["ffn"],
-            num_hidden_layers=a["layers"],
-            num_attention_heads=a["heads"],
-            max_position_embeddings=recipe.seq_len,
-            type_vocab_size=1,
-            hidden_dropout_prob=a.get("dropout", 0.0),
-            attention_probs_dropout_prob=a.get("attn_dropout", 0.0),
-            tie_word_embeddings=True,
-            **ids,
-        )
-        cfg.mask_token_id = tokenizer.mask_token_id
-        return BertForMaskedLM(cfg)
     raise DecodeLabError(f"unknown recipe kind {recipe.kind!r}")
 
 
