@@ -85,9 +85,12 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--tokens", type=_positive_int, default=None, help="token budget (default: the recipe's)")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", default=None, help="output directory (default ./zoo-NAME)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default ./zoo-NAME); written whole when the run ends (an interrupted "
+                        "run leaves it as it was; a previous checkpoint there is replaced); create OUT/STOP to "
+                        "stop gracefully, keeping the best checkpoint so far")
     p.add_argument("--max-steps", dest="max_steps", type=_positive_int, default=None, help="cap optimiser steps")
     p.add_argument("--init-from", dest="init_from", default=None,
-                   help="continue from this checkpoint directory (a second training stage)")
+                   help="continue from this checkpoint directory (a second training stage; may be --out itself)")
     p.set_defaults(func=cmd_train)
     return zp

@@ -4,21 +4,77 @@ Every recipe is run by :func:`decodelab.zoo.training.run` (via ``decodelab zoo t
 Sizes were chosen for held-out quality within a CPU budget of about an hour on one core:
 the standard-library corpus is only ~2.6M training tokens, so bigger models overfit
 (see DESIGN.md / issue 3); the best held-out checkpoint is kept (early stopping).
+
+``Arch`` and ``Recipe`` are frozen and check themselves when built: a bad recipe is a
+``DecodeLabError`` naming the field, never a failure halfway through a training run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+from decodelab.errors import DecodeLabError
 from decodelab.zoo.tasks import LIST_TASKS, TASKS
 
+KINDS = ("causal", "mdlm")  # LlamaForCausalLM; ModernBertForMaskedLM trained as a masked diffusion LM
+DATA = ("code", "tasks")  # the stdlib corpus; the synthetic task suites
+T_SAMPLERS = ("uniform", "stratified")  # how an MDLM batch draws its masking rates (see losses.sample_t)
+ARCH_TYPES = {None: "causal", "modernbert": "mdlm"}  # Arch.type -> the recipe kind it builds
 
-@dataclass(frozen=True)
+
+def _int_at_least(owner: str, field: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise DecodeLabError(f"{owner}: {field} must be {what}, got {value!r}")
+
+
+def _number_in(owner: str, field: str, value, low: float, high: float | None = None, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value < high)
+    if not ok:
+        span = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
+        raise DecodeLabError(f"{owner}: {field} must be a number in {span}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Arch:
+    """A zoo model's transformer shape. Optional fields left None are 0.0 in the model and
+    absent from ``to_dict()`` (the card's ``recipe.arch``)."""
+
+    type: str | None = None  # None: Llama (causal recipes); "modernbert": ModernBERT (mdlm recipes)
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    dropout: float | None = None  # ModernBERT embedding and MLP dropout (Llama has neither)
+    attn_dropout: float | None = None
+
+    def __post_init__(self):
+        owner = "zoo arch"
+        if self.type not in ARCH_TYPES:
+            raise DecodeLabError(f"{owner}: type must be one of {list(ARCH_TYPES)}, got {self.type!r}")
+        for f in ("hidden", "ffn", "layers", "heads"):
+            _int_at_least(owner, f, getattr(self, f), 1)
+        if self.hidden % self.heads:
+            raise DecodeLabError(f"{owner}: hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        for f in ("dropout", "attn_dropout"):
+            if getattr(self, f) is not None:
+                _number_in(owner, f, getattr(self, f), 0.0, 1.0)
+        if self.dropout is not None and self.type is None:
+            raise DecodeLabError(f"{owner}: dropout is ModernBERT's embedding/MLP dropout; Llama (type None) has none")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
+    """How one zoo model is trained: run by ``training.run``; ``describe()`` goes on its card."""
+
     name: str
-    kind: str  # "causal" (LlamaForCausalLM) or "mdlm" (ModernBertForMaskedLM with arch type "modernbert", masked diffusion)
-    data: str  # "code" (stdlib corpus) or "tasks" (synthetic task suites)
-    arch: dict = field(default_factory=dict)
+    kind: str  # one of KINDS
+    data: str  # one of DATA
+    arch: Arch
     seq_len: int = 256
     batch_size: int = 16
     lr: float = 2e-3
@@ -29,16 +85,67 @@ class Recipe:
     eval_windows: int | None = 96  # held-out windows scored during training (all at the end)
     log_every: int = 10
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
-    tasks: tuple | None = None  # task recipes: which tasks (None: all)
-    task_weights: tuple | None = None  # task recipes: sampling weight per task in ``tasks`` order (None: uniform)
+    tasks: tuple[str, ...] | None = None  # task recipes: which tasks (None: all)
+    task_weights: tuple[float, ...] | None = None  # task recipes: sampling weight per task in ``tasks`` order (None: uniform)
     est_tokens_per_example: int = 12  # task recipes: to turn a token budget into steps
     eval_examples: int = 200  # task recipes: test examples per task for the card
     gen_len: int = 0  # masked-diffusion task recipes: answer canvas length (masks after the prompt)
-    t_sampler: str = "uniform"  # mdlm: "uniform" t ~ U(0,1) i.i.d., or "stratified" (MDLM's low-discrepancy sampler)
+    t_sampler: str = "uniform"  # mdlm: one of T_SAMPLERS
     description: str = ""
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise DecodeLabError(f"zoo recipe: name must be a non-empty string, got {self.name!r}")
+        owner = f"zoo recipe {self.name!r}"
+        for f, allowed in (("kind", KINDS), ("data", DATA), ("t_sampler", T_SAMPLERS)):
+            if getattr(self, f) not in allowed:
+                raise DecodeLabError(f"{owner}: {f} must be one of {list(allowed)}, got {getattr(self, f)!r}")
+        if not isinstance(self.arch, Arch):
+            raise DecodeLabError(f"{owner}: arch must be an Arch, got {type(self.arch).__name__}")
+        if ARCH_TYPES[self.arch.type] != self.kind:
+            want = next(t for t, k in ARCH_TYPES.items() if k == self.kind)
+            raise DecodeLabError(f"{owner}: a {self.kind} recipe needs arch type {want!r}, got {self.arch.type!r}")
+        self._check_numbers(owner)
+        self._check_tasks(owner)
+
+    def _check_numbers(self, owner: str) -> None:
+        for f in ("seq_len", "batch_size", "tokens", "eval_every", "log_every", "est_tokens_per_example", "eval_examples"):
+            _int_at_least(owner, f, getattr(self, f), 1)
+        for f in ("warmup", "patience", "gen_len"):
+            _int_at_least(owner, f, getattr(self, f), 0)
+        if self.eval_windows is not None:
+            _int_at_least(owner, "eval_windows", self.eval_windows, 1)
+        _number_in(owner, "lr", self.lr, 0.0, low_open=True)
+        _number_in(owner, "weight_decay", self.weight_decay, 0.0)
+
+    def _check_tasks(self, owner: str) -> None:
+        if self.data != "tasks" and (self.tasks is not None or self.task_weights is not None):
+            raise DecodeLabError(f"{owner}: tasks and task_weights are for data='tasks' recipes")
+        if self.tasks is not None:
+            if not isinstance(self.tasks, tuple) or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+                raise DecodeLabError(f"{owner}: tasks must be a non-empty tuple of distinct task names, got {self.tasks!r}")
+            unknown = [t for t in self.tasks if t not in TASKS]
+            if unknown:
+                raise DecodeLabError(f"{owner}: unknown tasks {unknown}; known tasks: {', '.join(TASKS)}")
+        if self.task_weights is not None:
+            names = self.tasks or TASKS
+            if not isinstance(self.task_weights, tuple) or len(self.task_weights) != len(names):
+                raise DecodeLabError(f"{owner}: task_weights must be a tuple of {len(names)} weights, one per task "
+                                     f"({', '.join(names)}), got {self.task_weights!r}")
+            for w in self.task_weights:
+                _number_in(owner, "each task weight", w, 0.0, low_open=True)
+        canvas = self.kind == "mdlm" and self.data == "tasks"  # the only recipes with an answer canvas
+        if canvas and not 0 < self.gen_len < self.seq_len:
+            raise DecodeLabError(f"{owner}: an mdlm task recipe needs 0 < gen_len < seq_len ({self.seq_len}), "
+                                 f"got gen_len={self.gen_len}")
+        if not canvas and self.gen_len:
+            raise DecodeLabError(f"{owner}: gen_len is the answer canvas of mdlm task recipes; must be 0 here, "
+                                 f"got {self.gen_len}")
+
     def describe(self) -> dict:
+        """The card's ``recipe``: every field, ``arch`` as a dict, tuples as lists."""
         d = asdict(self)
+        d["arch"] = self.arch.to_dict()
         d["tasks"] = list(self.tasks) if self.tasks else None
         d["task_weights"] = list(self.task_weights) if self.task_weights else None
         return d
@@ -51,7 +158,7 @@ RECIPES: dict[str, Recipe] = {
             name="code-target",
             kind="causal",
             data="code",
-            arch=dict(hidden=192, ffn=512, layers=4, heads=4),
+            arch=Arch(hidden=192, ffn=512, layers=4, heads=4),
             seq_len=256,
             batch_size=16,
             lr=2e-3,
@@ -65,7 +172,7 @@ RECIPES: dict[str, Recipe] = {
             name="code-draft",
             kind="causal",
             data="code",
-            arch=dict(hidden=64, ffn=176, layers=2, heads=2),
+            arch=Arch(hidden=64, ffn=176, layers=2, heads=2),
             seq_len=256,
             batch_size=16,
             lr=3e-3,
@@ -79,7 +186,7 @@ RECIPES: dict[str, Recipe] = {
             name="code-mdlm",
             kind="mdlm",
             data="code",
-            arch=dict(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
+            arch=Arch(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
             seq_len=256,
             batch_size=16,
             lr=2e-3,
@@ -94,7 +201,7 @@ RECIPES: dict[str, Recipe] = {
             name="tasks-ar",
             kind="causal",
             data="tasks",
-            arch=dict(hidden=128, ffn=384, layers=4, heads=4),
+            arch=Arch(hidden=128, ffn=384, layers=4, heads=4),
             seq_len=64,
             batch_size=32,
             lr=3e-3,
@@ -113,7 +220,7 @@ RECIPES: dict[str, Recipe] = {
             name="tasks-mdlm",
             kind="mdlm",
             data="tasks",
-            arch=dict(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
+            arch=Arch(type="modernbert", hidden=128, ffn=256, layers=4, heads=4, dropout=0.0),
             seq_len=64,
             gen_len=24,
             tasks=LIST_TASKS,
