@@ -4,15 +4,36 @@ Tree forwards pass a 4D additive mask of shape [1, 1, N, cache + N]: cached toke
 every new token, new tokens see each other through `tree_mask`. transformers uses a 4D mask as
 given, for eager and sdpa attention alike. `commit` keeps the cache entries of the accepted path
 and drops the rest, so the cache then equals the one a sequential decode would have built.
+
+Sliding-window models (Mistral and Phi-3 with `sliding_window`, Qwen2 with `use_sliding_window`,
+Gemma2, Gemma3): transformers' own cache drops keys that leave the window and keeps a running
+length of its own, which neither `truncate` nor `commit` could rewind. Here every layer keeps a
+full cache instead (plain `DynamicLayer`s), so rewinding stays an index operation, and the window
+is applied by masks: a query at position q sees a key at position k iff q - k < window
+(transformers' `sliding_window_overlay`: kv_idx > q_idx - sliding_window). Cached keys sit at their
+cache index, which is their position, so chain forwards use transformers' own masks (built from
+the cache length, exactly as in its sequential decode) and tree forwards pass one 4D mask per
+layer type: a dict {"full_attention": ..., "sliding_attention": ...} for models that mix both
+(Qwen2, Gemma2, Gemma3), one tensor for models whose layers all slide (Mistral, Phi-3).
+The trade-off: the cache of a sliding layer grows with the sequence instead of stopping at the
+window, and its attention reads (masked) keys beyond the window, so memory and attention time of
+those layers grow with the context like a full-attention layer's. Outputs are exact.
+
+Models with other layer kinds (chunked or linear attention, recurrent states) decode forward only:
+rolling their cache back raises a DecodeLabError, and they do not offer tree masks.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ..errors import DecodeLabError
 from .base import CachedIds, Counter, Step
+
+_FULL, _SLIDING = "full_attention", "sliding_attention"
 
 
 class HFCausalLM(CachedIds):
@@ -30,16 +51,23 @@ class HFCausalLM(CachedIds):
         # transformers renamed `past_key_values` to `cache` within v5; use whichever this one takes
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._window, self._per_type, self._fixed = _attention_layout(self.config)
+        if self._fixed is not None:  # no rewinding, so no tree verification either
+            self.capabilities = frozenset({"hidden_states"})
         self.reset()
 
     def fresh(self) -> "HFCausalLM":
         """Another adapter over the same weights with its own cache and counter (a model may
-        draft for itself)."""
-        return HFCausalLM(self.model, self.tokenizer)
+        draft for itself). Called once per generation: copies what __init__ worked out."""
+        other = copy.copy(self)
+        other.counter = Counter()
+        other.reset()
+        return other
 
     # -- cache ---------------------------------------------------------------------------------
     def reset(self) -> None:
-        self._cache = DynamicCache(config=self.config)
+        # full layers everywhere for sliding models: rewinding must not meet dropped keys
+        self._cache = DynamicCache() if self._window is not None else DynamicCache(config=self.config)
         self._ids = torch.empty(1, 0, dtype=torch.long, device=self.device)  # [B, L]
         self._base = 0  # cache length before the last forward
 
@@ -49,8 +77,14 @@ class HFCausalLM(CachedIds):
                 layer.keys = layer.keys.index_select(dim, idx)
                 layer.values = layer.values.index_select(dim, idx)
 
+    def _check_rewind(self, n: int) -> None:
+        if self._fixed is not None and n < self.cache_len:
+            raise DecodeLabError(f"{type(self.model).__name__} has {self._fixed} layers, whose cache cannot be "
+                                 f"rolled back; only methods that never reject a token can run on it")
+
     def truncate(self, n: int) -> None:
         if n < self.cache_len:
+            self._check_rewind(n)
             self._index_cache(torch.arange(n, device=self.device), dim=-2)
             self._ids = self._ids[:, :n]
         self._base = min(self._base, n)
@@ -59,6 +93,7 @@ class HFCausalLM(CachedIds):
     def commit(self, keep) -> None:
         keep_list = keep.tolist() if torch.is_tensor(keep) else list(keep)
         end = self._base + len(keep_list)
+        self._check_rewind(end)
         if keep_list == list(range(len(keep_list))):  # a prefix of the last forward (chains): cut
             for layer in self._cache.layers:
                 if getattr(layer, "keys", None) is not None and layer.keys.numel():
@@ -90,7 +125,7 @@ class HFCausalLM(CachedIds):
         ids2 = (ids if batched else ids[None]).to(self.device)  # [B, N]
         pos2 = (positions if batched else positions[None]).to(self.device)  # [B, N]
         n = ids2.shape[1]
-        mask = None if tree_mask is None else self._mask4d(tree_mask.to(self.device))
+        mask = None if tree_mask is None else self._tree_masks(tree_mask.to(self.device), pos2)
         self._base = self.cache_len
         out = self.model(input_ids=ids2, position_ids=pos2, attention_mask=mask, use_cache=True,
                          output_hidden_states=hidden, **{self._cache_kw: self._cache})
@@ -103,11 +138,27 @@ class HFCausalLM(CachedIds):
         assert logits.shape[-2] == n
         return Step(logits=logits, hidden=h)
 
-    def _mask4d(self, tree_mask: torch.Tensor) -> torch.Tensor:
+    def _tree_masks(self, tree_mask: torch.Tensor, pos: torch.Tensor):
+        """The attention_mask argument of a tree forward: one 4D mask, or one per layer type.
+        tree_mask [N, N] bool, pos [B, N]."""
+        if self._fixed is not None:
+            raise DecodeLabError(f"{type(self.model).__name__} has {self._fixed} layers: no tree forwards")
         n, cached = tree_mask.shape[0], self.cache_len
-        visible = torch.ones(n, cached + n, dtype=torch.bool, device=self.device)
+        visible = torch.ones(n, cached + n, dtype=torch.bool, device=self.device)  # [N, C + N]
         visible[:, cached:] = tree_mask
-        mask = torch.zeros(1, 1, n, cached + n, dtype=self.dtype, device=self.device)
+        if self._window is None:
+            return self._additive(visible[None, None])
+        # keys' positions: cached keys at their index, new ones where the caller put them
+        keys = torch.cat([torch.arange(cached, device=self.device).expand(pos.shape[0], -1), pos], dim=1)  # [B, C+N]
+        in_window = pos[:, :, None] - keys[:, None, :] < self._window  # [B, N, C + N]
+        sliding = self._additive((visible & in_window)[:, None])  # [B, 1, N, C + N]
+        if not self._per_type:  # every layer slides: the model takes one mask
+            return sliding
+        return {_FULL: self._additive(visible[None, None]), _SLIDING: sliding}
+
+    def _additive(self, visible: torch.Tensor) -> torch.Tensor:
+        """Bool [.., Q, K] -> 0 where visible, the dtype's minimum elsewhere."""
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
         return mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
 
     # -- metadata ------------------------------------------------------------------------------
@@ -121,6 +172,26 @@ class HFCausalLM(CachedIds):
         if ids is None:
             return []
         return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
+def _attention_layout(config) -> tuple[int | None, bool, str | None]:
+    """(sliding window or None, whether tree forwards pass a dict of masks by layer type, the
+    layer kinds this adapter cannot rewind or None), read from the decoder's config the way
+    transformers' DynamicCache reads it."""
+    decoder = config.get_text_config(decoder=True)
+    window = getattr(decoder, "sliding_window", None)
+    types = tuple(getattr(decoder, "layer_types", None) or ())
+    if not types and getattr(decoder, "attention_chunk_size", None) is not None:
+        types = ("chunked_attention",)  # what DynamicCache infers from it
+    if not types:  # Mistral and Phi-3: `sliding_window` alone makes every layer slide
+        return window, False, None
+    other = sorted(set(types) - {_FULL, _SLIDING})
+    if other:
+        return None, False, ", ".join(other)
+    if _SLIDING not in types or window is None:
+        return None, False, None
+    # mixed models index a dict of masks by layer type; a single 4D tensor serves all layers alike
+    return window, _FULL in types, None
 
 
 def _context_length(config) -> int | None:
