@@ -5,14 +5,16 @@
     out = decodelab.generate(model, "def fib(n):", method="sps", draft=decodelab.load("zoo:code-draft"))
     print(out.text, out.stats.tau)
 """
-# The methods package is imported before the methods() function is bound, so that the name
-# `decodelab.methods` stays the function (importing a subpackage later would overwrite it).
-from . import methods as _builtin_methods  # noqa: F401
-from .api import generate, load, methods, stream
+# `decodelab.methods` is the methods package, which is also callable: decodelab.methods() lists
+# every registered method (importing the package registers them all).
+from . import methods
+from .api import generate, load, stream
 from .core.sampling import SamplingConfig
 from .errors import DecodeLabError
+from .request import Request
+from .state import State
 from .types import DecodeOutput, DecodeStats, Draft, TokenTree
 
-__all__ = ["load", "generate", "stream", "methods", "SamplingConfig", "DecodeLabError", "DecodeOutput",
-           "DecodeStats", "Draft", "TokenTree"]
+__all__ = ["load", "generate", "stream", "methods", "State", "Request", "SamplingConfig", "DecodeLabError",
+           "DecodeOutput", "DecodeStats", "Draft", "TokenTree"]
 __version__ = "0.1.0"

@@ -43,3 +43,4 @@ class DecodeOutput:
     text: str | None  # decoded tokens, when the model has a tokenizer
     stats: DecodeStats
     method: str = ""
+    logprobs: list[float] | None = None  # with logprobs=True: log p of each token under the target

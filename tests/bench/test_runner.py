@@ -1,7 +1,5 @@
 """The runner end to end on tiny random models: rows, peers, the exact-match check against a
 planted divergent method, failure rows, interrupted runs, and the CLI's bad-input exits."""
-import contextlib
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -11,13 +9,16 @@ import torch
 from decodelab import registry
 from decodelab.bench import grid, parse_row
 from decodelab.cli import main
+from decodelab.bench import runner
 from decodelab.loops import autoregressive
+from decodelab.options import Options
+from decodelab.state import State
 
 from .conftest import FAST
 
 
 @dataclass(frozen=True, kw_only=True)
-class _NoConfig:
+class _NoConfig(Options):
     pass
 
 
@@ -26,23 +27,23 @@ def planted():
     """Two test-only methods, removed afterwards: `planted_divergent` claims greedy losslessness
     but takes the runner-up token at step 3 of prompts whose first token is even;
     `planted_interrupt` raises KeyboardInterrupt on its third call."""
-    def divergent(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-        flip = int(prompt[0]) % 2 == 0
-        n0 = len(prompt)
+    def divergent(req, config):
+        flip = int(req.prompt[0]) % 2 == 0
+        n0 = len(req.prompt)
 
         def pick(logits, ctx):
             if flip and len(ctx) == n0 + 3:
                 return int(torch.topk(logits, 2).indices[1])
             return int(logits.argmax())
-        return autoregressive.decode(target, prompt, max_new_tokens, pick, stops, stats)
+        return autoregressive.decode(req, pick)
 
     calls = []
 
-    def interrupt(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
+    def interrupt(req, config):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return autoregressive.decode(target, prompt, max_new_tokens, lambda lg, ctx: int(lg.argmax()), stops, stats)
+        return autoregressive.decode(req, lambda lg, ctx: int(lg.argmax()))
 
     registry.register("planted_divergent", family="autoregressive", config=_NoConfig, lossless="greedy",
                       modes=("greedy",))(divergent)
@@ -132,7 +133,7 @@ def test_interrupted_run_keeps_results_marked_partial(tiny_dirs, planted, tmp_pa
 @pytest.mark.parametrize("argv,msg", [
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--workload", "synthetic", "--method", "nope"], "unknown method 'nope'"),
-    (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be >= 1"),
+    (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be an integer in [1, 128], got -1"),
     (["--workload", "synthetic"], "has no default model"),
     (["--workload", "synthetic", "--model", "/"], "is not a model directory"),
     (["--workload", "synthetic", "--model", "zoo:nope"], "zoo"),
@@ -185,8 +186,9 @@ def test_cli_suite_file(tiny_dirs, tmp_path):
 @pytest.mark.parametrize("method", ["token_recycling", "aded"])
 def test_stateful_methods_start_every_repeat_cold(tok_model_dir, method, monkeypatch):
     """State carries over the prompts of a repeat but not into the next repeat: every repeat
-    makes the same forwards. Without `forget` the second repeat runs warm on prompts it has seen,
-    and its counts differ (so the check can fail)."""
+    makes the same forwards. With one State for the whole run (the runner's per-repeat States
+    switched off) the second repeat runs warm on prompts it has seen, and its counts differ (so
+    the check can fail)."""
     settings = FAST.__class__(**{**FAST.__dict__, "limit": 3, "repeats": 2, "warmup": 1, "max_new_tokens": 24})
     cells = grid.cells_for([(tok_model_dir, None)], ["code-heldout"])
 
@@ -197,17 +199,16 @@ def test_stateful_methods_start_every_repeat_cold(tok_model_dir, method, monkeyp
     res = grid.run(cells, [parse_row(method)], settings, peers_on=False, progress=False)
     first, second = forwards(res)
     assert first == second
-    monkeypatch.setitem(registry._METHODS, method, dataclasses.replace(registry.get(method), forget=None))
+    shared = State()
+    monkeypatch.setattr(runner, "State", lambda: shared)
     first, second = forwards(grid.run(cells, [parse_row(method)], settings, peers_on=False, progress=False))
     assert sum(second) < sum(first)
 
 
 def test_rows_of_a_stateful_method_keep_separate_states(tok_model_dir, monkeypatch):
     """Two rows with the same configuration decode each prompt with the same forwards: the
-    second row does not draft from what the first learnt on that prompt. With one shared state
-    (scopes switched off) the second row needs fewer forwards, so the check can fail."""
-    from decodelab.core import state
-
+    second row does not draft from what the first learnt on that prompt. With one shared State
+    the second row needs fewer forwards, so the check can fail."""
     settings = FAST.__class__(**{**FAST.__dict__, "limit": 3, "max_new_tokens": 24})
     cells = grid.cells_for([(tok_model_dir, None)], ["code-heldout"])
     rows = [parse_row("token_recycling"), parse_row("token_recycling:topk=8")]
@@ -218,6 +219,7 @@ def test_rows_of_a_stateful_method_keep_separate_states(tok_model_dir, monkeypat
 
     first, second = forwards()
     assert first == second
-    monkeypatch.setattr(state, "scope", lambda name: contextlib.nullcontext())
+    shared = State()
+    monkeypatch.setattr(runner, "State", lambda: shared)
     first, second = forwards()
     assert second < first

@@ -74,8 +74,8 @@ def iid_tv(p: dict, n_samples: int) -> float:
 def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2), gen: int = 4,
                     exact_target=None, exact_draft=None, **kwargs) -> list[float]:
     """TV to the exact target distribution of the first 3 tokens shrinks with N and ends under twice
-    the i.i.d. expectation; the draft's own distribution is far outside that bound (so the check
-    can fail). Returns the TVs."""
+    the i.i.d. expectation; the draft's own distribution (`exact_draft`, else the draft's) is far
+    outside that bound (so the check can fail). Returns the TVs."""
     sampling = SamplingConfig(do_sample=True, **{k: v for k, v in kwargs.items()
                                                  if k in ("temperature", "top_k", "top_p", "min_p")})
     p = exact_dist(exact_target or target, list(prompt), sampling)
@@ -87,6 +87,15 @@ def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2)
     assert tvs[-1] < tvs[0], f"TV did not shrink with N: {tvs}"
     assert tvs[-1] < bound, f"TV {tvs[-1]:.4f} at N={sizes[-1]} above the bound {bound:.4f}"
     return tvs
+
+
+def request(target, draft=None, sampling: SamplingConfig | None = None, rng=None, **kw):
+    """A Request as api.stream builds it, for tests that drive a drafter or a loop directly."""
+    from decodelab.request import Request
+    from decodelab.types import DecodeStats
+
+    return Request(target=target, prompt=torch.tensor([0]), max_new_tokens=1, sampling=sampling or SamplingConfig(),
+                   stats=DecodeStats(), rng=rng, draft=draft, **kw)
 
 
 def greedy_reference(target, prompt, max_new_tokens: int) -> list[int]:

@@ -80,24 +80,26 @@ def test_greedy_equality_tiny_models(tiny_pair):
     arch, target, _ = tiny_pair
     g = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
-    equal_to_greedy("aded", target, prompt, 40, reset=True)
+    state = decodelab.State()
+    equal_to_greedy("aded", target, prompt, 40, state=state)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
-    out = equal_to_greedy("aded", target, prompt + own + prompt, 40, budget=12, c_puct=2.0)
+    out = equal_to_greedy("aded", target, prompt + own + prompt, 40, budget=12, c_puct=2.0, state=state)
     assert out.stats.tau > 1.0, arch
 
 
 def test_greedy_equality_toy_and_budget_edges():
     toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
+    state = decodelab.State()
     for n in (1, 2, 3, 17):
-        equal_to_greedy("aded", toy, prompt, n, reset=True)
-    assert equal_to_greedy("aded", toy, prompt, 40).stats.tau > 2
+        equal_to_greedy("aded", toy, prompt, n, state=state, reset=True)
+    assert equal_to_greedy("aded", toy, prompt, 40, state=state).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "aded", max_new_tokens=30).tokens == ref.tokens
 
 
 def test_sampling_distribution_on_toy():
     toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, budget=4)
+    tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, budget=4, state=decodelab.State())
     assert accepted > 100  # the adapted matrix's guesses were accepted in many runs
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread  # noqa: F401
+from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread, request  # noqa: F401
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig
@@ -28,7 +28,7 @@ def test_greedy_tree_is_best_first_by_path_probability(toy_pair, budget, max_dep
     """With expand=1 the tree holds exactly the `budget` most probable draft paths (every prefix of a
     kept path is kept, since values only shrink down a path)."""
     _, draft = toy_pair
-    prop = DySpecDrafter(draft, SamplingConfig(), None, budget, expand=1).propose(torch.tensor([1, 2]), max_depth)
+    prop = DySpecDrafter(request(draft, draft), budget, expand=1).propose(torch.tensor([1, 2]), max_depth)
     tree = prop.tree
     got = {tuple(tree.tokens[tree.path_to(i)[1:]].tolist()) for i in range(1, len(tree))}
     every = [s for d in range(1, max_depth + 1) for s in itertools.product(range(6), repeat=d)]
@@ -38,7 +38,7 @@ def test_greedy_tree_is_best_first_by_path_probability(toy_pair, budget, max_dep
 
 def test_batched_expansion_respects_budget_and_depth(toy_pair):
     _, draft = toy_pair
-    d = DySpecDrafter(draft, SamplingConfig(do_sample=True), torch.Generator().manual_seed(0), 20, expand=4)
+    d = DySpecDrafter(request(draft, draft, SamplingConfig(do_sample=True), torch.Generator().manual_seed(0)), 20, expand=4)
     for _ in range(5):
         prop = d.propose(torch.tensor([1, 2]), 3)
         assert len(prop.tree) == 21 and int(prop.tree.depths.max()) <= 3
@@ -83,7 +83,7 @@ def test_greedy_equals_greedy(tiny_pair, one_thread, kw):
     assert out.stats.tau > 1.0
 
 
-@pytest.mark.parametrize("kw", [{}, dict(budget=5, expand=1, temperature=0.6, top_k=5)])
+@pytest.mark.parametrize("kw", [dict(budget=5, expand=1, temperature=0.6, top_k=5)])
 def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
     target, draft = toy_pair
     check_converges("dyspec", target, draft, sizes=(150, 1200), **kw)
@@ -103,7 +103,7 @@ def test_batched_rounds_grow_deep_for_a_confident_draft():
     draft = ToyLM.random(6, order=2, seed=3, scale=6.0)
     trees = []
     for expand in (1, 8):
-        d = DySpecDrafter(draft, SamplingConfig(), None, 6, expand=expand)
+        d = DySpecDrafter(request(draft, draft), 6, expand=expand)
         for _ in range(3):  # let the running estimate of the first child's share settle
             prop = d.propose(torch.tensor([1, 2]), 8)
         trees.append((prop.tree.tokens.tolist(), prop.tree.parent_list))

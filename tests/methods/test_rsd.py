@@ -2,7 +2,7 @@
 greedy (tiny models of every architecture), exact sampling on ToyLM pairs."""
 import pytest
 import torch
-from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread  # noqa: F401
+from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread, request  # noqa: F401
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig
@@ -27,7 +27,7 @@ def _check_siblings(draft):
 
 def test_rsd_c_tree_shape(toy_pair):
     _, draft = toy_pair
-    d = RSDCDrafter(draft, SAMPLE, torch.Generator().manual_seed(0), [3, 2, 1])
+    d = RSDCDrafter(request(draft, draft, SAMPLE, torch.Generator().manual_seed(0)), [3, 2, 1])
     prop = d.propose(torch.tensor([1, 2]), 5)
     assert len(prop.tree) == 1 + 3 + 6 + 6
     assert [len(c) for c in prop.tree.children][:4] == [3, 2, 2, 2]
@@ -38,14 +38,14 @@ def test_rsd_c_tree_shape(toy_pair):
 
 def test_rsd_c_greedy_children_are_top_k(toy_pair):
     _, draft = toy_pair
-    prop = RSDCDrafter(draft, SamplingConfig(), None, [2]).propose(torch.tensor([1, 2]), 3)
+    prop = RSDCDrafter(request(draft, draft), [2]).propose(torch.tensor([1, 2]), 3)
     want = torch.topk(draft.next_logits([1, 2]), 2).indices.tolist()
     assert prop.tree.tokens[1:].tolist() == want and prop.q is None
 
 
 def test_rsd_s_tree_shape(toy_pair):
     _, draft = toy_pair
-    d = RSDSDrafter(draft, SAMPLE, torch.Generator().manual_seed(0), width=3, depth=4)
+    d = RSDSDrafter(request(draft, draft, SAMPLE, torch.Generator().manual_seed(0)), width=3, depth=4)
     for _ in range(5):
         prop = d.propose(torch.tensor([1, 2]), 10)
         depths = prop.tree.depths.tolist()
@@ -57,7 +57,7 @@ def test_rsd_s_tree_shape(toy_pair):
 def test_rsd_s_greedy_is_beam_search(toy_pair):
     """Greedy RSD-S keeps the W most likely draft sequences of each length."""
     _, draft = toy_pair
-    prop = RSDSDrafter(draft, SamplingConfig(), None, width=2, depth=2).propose(torch.tensor([1, 2]), 5)
+    prop = RSDSDrafter(request(draft, draft), width=2, depth=2).propose(torch.tensor([1, 2]), 5)
     logq = lambda ctx: torch.log_softmax(draft.next_logits(ctx), -1)  # noqa: E731
     seqs = {(a, b): float(logq([1, 2])[a] + logq([1, 2, a])[b]) for a in range(6) for b in range(6)}
     first = torch.topk(logq([1, 2]), 2).indices.tolist()
@@ -99,8 +99,7 @@ def test_greedy_stops_at_eos(toy_pair):
         assert decodelab.generate(stopped, [1, 2], m, draft=draft, max_new_tokens=30).tokens == want
 
 
-@pytest.mark.parametrize("method,kw", [("rsd_c", {}), ("rsd_s", {}),
-                                       ("rsd_c", dict(temperature=0.7, top_k=4)),
+@pytest.mark.parametrize("method,kw", [("rsd_c", dict(temperature=0.7, top_k=4)),
                                        ("rsd_s", dict(width=3, depth=2, top_p=0.8))])
 def test_sampling_matches_target_distribution(toy_pair, one_thread, method, kw):
     target, draft = toy_pair

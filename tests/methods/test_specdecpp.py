@@ -2,7 +2,7 @@
 architecture), exact sampling, config and head-loading errors."""
 import pytest
 import torch
-from methods.spec_helpers import HFNext, check_converges, greedy_reference, noisy_copy, one_thread  # noqa: F401
+from methods.spec_helpers import HFNext, check_converges, greedy_reference, noisy_copy, one_thread, request  # noqa: F401
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig
@@ -29,7 +29,7 @@ class ConstHead:
                                         (0.5, dict(min_len=3, threshold=0.95), 5)])  # 1 - 0.5^5 > 0.95
 def test_stop_rule(tiny_pair, a, cfg, want):
     _, target, draft = tiny_pair
-    d = AdaptiveChainDrafter(draft, SamplingConfig(), None, ConstHead(a), SpecDecPPConfig(**cfg))
+    d = AdaptiveChainDrafter(request(draft, draft), ConstHead(a), SpecDecPPConfig(**cfg))
     prop = d.propose(torch.tensor(PROMPT), 50)
     assert len(prop.tree) - 1 == want
     assert len(d.propose(torch.tensor(PROMPT), 1).tree) == 2  # the loop's depth limit wins

@@ -2,7 +2,7 @@
 ToyLM pairs, the heuristic gamma schedule, config validation."""
 import pytest
 import torch
-from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread  # noqa: F401
+from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread, request  # noqa: F401
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig
@@ -55,17 +55,17 @@ def test_config_validation():
 
 def test_sampling_records_processed_q(toy_pair):
     target, draft = toy_pair
-    from decodelab.methods.sps import ChainDrafter
+    from decodelab.loops.drafting import ChainDrafter
 
     s = SamplingConfig(do_sample=True, temperature=0.7, top_k=3)
-    d = ChainDrafter(draft, s, torch.Generator().manual_seed(0), gamma=3)
+    d = ChainDrafter(request(draft, draft, s, torch.Generator().manual_seed(0)), gamma=3)
     prop = d.propose(torch.tensor([1, 2]), 3)
     assert prop.q.shape == (4, 6)
     assert torch.allclose(prop.q[:3].sum(-1), torch.ones(3)) and float(prop.q[3].sum()) == 0.0
     assert bool(((prop.q[:3] > 0).sum(-1) <= 3).all())  # top-k applied to q as to p
 
 
-@pytest.mark.parametrize("kw", [{}, dict(schedule="heuristic", gamma=2), dict(top_p=0.8, temperature=0.8)])
+@pytest.mark.parametrize("kw", [dict(schedule="heuristic", gamma=2), dict(top_p=0.8, temperature=0.8)])
 def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
     target, draft = toy_pair
     check_converges("sps", target, draft, sizes=(150, 1200), **kw)

@@ -5,7 +5,10 @@ import decodelab
 from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.core.tree import TokenTree
 from decodelab.errors import DecodeLabError
-from decodelab.methods.token_recycling import RecyclingDrafter, matrix_for, recycle, template
+from decodelab.core.sampling import SamplingConfig
+from decodelab.methods.token_recycling import RecyclingDrafter, TokenRecyclingConfig, matrix, recycle, template
+from decodelab.request import Request
+from decodelab.types import DecodeStats
 from decodelab.models import ToyLM
 
 
@@ -59,10 +62,13 @@ def test_drafter_fills_template_from_matrix():
 def test_state_size_for_a_4096_vocabulary():
     class Fake:
         vocab_size = 4096
-    fake = Fake()
-    m = matrix_for(fake)
+    req = Request(target=Fake(), prompt=torch.tensor([1]), max_new_tokens=1, sampling=SamplingConfig(),
+                  stats=DecodeStats())
+    m = matrix(req, TokenRecyclingConfig())
     assert m.dtype == torch.int32 and m.element_size() * m.nelement() == 4096 * 8 * 4 < 2 * 2**20
-    assert matrix_for(fake) is m and not matrix_for(fake, reset=True).any()
+    m[0, 0] = 7
+    assert matrix(req, TokenRecyclingConfig()) is m  # the request's State keeps it
+    assert not matrix(req, TokenRecyclingConfig(reset=True)).any()
 
 
 @pytest.mark.parametrize("tmpl", ["2.2.2", "top12"])
@@ -70,36 +76,42 @@ def test_greedy_equality_tiny_models(tiny_pair, tmpl):
     arch, target, _ = tiny_pair
     g = torch.Generator().manual_seed(5)
     prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
-    equal_to_greedy("token_recycling", target, prompt, 40, template=tmpl, reset=True)
+    state = decodelab.State()
+    equal_to_greedy("token_recycling", target, prompt, 40, template=tmpl, state=state)
     own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
     # warm state and a repetitive prompt
-    out = equal_to_greedy("token_recycling", target, prompt + own + prompt, 40, template=tmpl)
+    out = equal_to_greedy("token_recycling", target, prompt + own + prompt, 40, template=tmpl, state=state)
     assert out.stats.tau > 1.0, arch
 
 
-def test_warm_state_carries_over_and_reset_forgets():
+def test_state_carries_over_only_when_passed_and_reset_forgets():
     # order 1: the next token depends on the last one only, so recycled rows stay exact
     toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
     prompt = [3, 7, 1]
-    cold = equal_to_greedy("token_recycling", toy, prompt, 40, reset=True)
-    warm = equal_to_greedy("token_recycling", toy, prompt, 40)
+    state = decodelab.State()
+    cold = equal_to_greedy("token_recycling", toy, prompt, 40, state=state)
+    warm = equal_to_greedy("token_recycling", toy, prompt, 40, state=state)
     assert warm.stats.target_forwards < cold.stats.target_forwards
     assert warm.stats.tau > 4  # every drafted top-1 chain is the greedy path, up to depth 6
-    again = equal_to_greedy("token_recycling", toy, prompt, 40, reset=True)
+    again = equal_to_greedy("token_recycling", toy, prompt, 40, state=state, reset=True)
     assert again.stats.committed == cold.stats.committed
+    # without a State every generation starts cold: nothing leaks from the runs above
+    assert equal_to_greedy("token_recycling", toy, prompt, 40).stats.committed == cold.stats.committed
 
 
 def test_greedy_equality_toy_and_budget_edges():
     toy = ToyLM.random(6, order=2, seed=0, scale=3.0, eos_token_id=5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
     for n in (1, 2, 3, 17):
-        equal_to_greedy("token_recycling", toy, prompt, n, reset=True)
+        equal_to_greedy("token_recycling", toy, prompt, n)
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "token_recycling", max_new_tokens=30).tokens == ref.tokens
 
 
 def test_sampling_distribution_on_toy():
     toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, template="top4")
+    # one State over the runs, so the matrix adapts and its guesses get accepted (each run stays exact)
+    tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, template="top4",
+                                  state=decodelab.State())
     assert accepted > 100  # drafts were accepted, so the accept path was sampled too
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

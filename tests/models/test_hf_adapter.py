@@ -138,7 +138,8 @@ def test_fresh_shares_weights_not_cache_or_counter():
 
 def test_cache_that_cannot_roll_back_decodes_forward_and_refuses_rollback():
     """Llama 4's chunked-attention layers keep a running cache of their own: greedy runs like
-    transformers, speculative methods get a DecodeLabError instead of a wrong answer."""
+    transformers; speculative methods are refused up front (no "rewind" capability), and a
+    rollback asked of the adapter directly raises instead of giving a wrong answer."""
     from transformers import Llama4ForCausalLM, Llama4TextConfig
 
     torch.manual_seed(0)
@@ -151,12 +152,14 @@ def test_cache_that_cannot_roll_back_decodes_forward_and_refuses_rollback():
     ours = decodelab.generate(model, prompt, max_new_tokens=2 * WINDOW).tokens
     ref = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                       max_new_tokens=2 * WINDOW, do_sample=False)[0, len(prompt):].tolist()
-    assert ours == ref and "tree_mask" not in model.capabilities
+    assert ours == ref and not {"tree_mask", "rewind"} & model.capabilities
     prefill(model, torch.tensor(prompt))
     with pytest.raises(DecodeLabError, match="chunked_attention layers, whose cache cannot be rolled back"):
         model.truncate(3)
-    with pytest.raises(DecodeLabError, match="chunked_attention"):
-        decodelab.generate(model, prompt, "pld", max_new_tokens=2 * WINDOW)
+    for method in ("pld", "sps"):
+        with pytest.raises(DecodeLabError, match="needs model capability rewind"):
+            decodelab.generate(model, prompt, method, draft=model if method == "sps" else None,
+                               max_new_tokens=2 * WINDOW)
 
 
 def test_counter_separates_prefill():

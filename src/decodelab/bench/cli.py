@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from ..cli import quiet_transformers
 from ..errors import DecodeLabError
 
 SUITE_KEYS = {"workloads", "models", "limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers",
@@ -100,7 +101,7 @@ def cmd_bench(args) -> int:
                         limit=opts.get("limit"), max_new_tokens=opts.get("max_new_tokens"),
                         ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"),
                         threads=opts.get("threads"))
-    _quiet_transformers()
+    quiet_transformers()
     results = grid.run(cells, rows, settings, peers_on=opts.get("peers", True), ray=opts.get("ray"),
                        progress=not args.no_progress, strict=strict)
     out = opts.get("out", "bench-out")
@@ -133,17 +134,6 @@ def _exit_code(results: dict) -> int:
         print("decodelab: interrupted; partial results written", file=sys.stderr)
         return 130
     return 1 if fails else 0
-
-
-def _quiet_transformers() -> None:
-    """transformers warns once per call about generation flags; the bench output is the report."""
-    try:
-        from transformers.utils import logging
-
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def main(argv=None) -> int:  # pragma: no cover  (python -m decodelab.bench.cli)

@@ -26,10 +26,8 @@ import math
 import statistics
 from collections import defaultdict
 
+from ..registry import get
 from .rows import FIXED, Row
-
-# our method -> the transformers peer doing the same job: each row is also timed against it
-PEER_OF = {"greedy": "hf:greedy", "sps": "hf:assisted", "pld": "hf:prompt-lookup"}
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -133,10 +131,12 @@ def row_summary(unit_result: dict, row: Row) -> dict:
 
 
 def peer_label(row: Row, labels: set[str]) -> str | None:
-    """The transformers row to compare `row` with: the peer at the same fixed budget when there
-    is one, else the peer at its defaults."""
-    base = PEER_OF.get(row.method)
-    if base is None or row.peer:
+    """The transformers row to compare `row` with (the peer its method declares): the peer at the
+    same fixed budget when there is one, else the peer at its defaults."""
+    if row.peer:
+        return None
+    base = get(row.method).peer
+    if base is None:
         return None
     budget = row.kwargs.get(FIXED)
     if budget is not None and f"{base}:{FIXED}={budget}" in labels:

@@ -2,11 +2,10 @@
 
 Options are the method's config fields, sampling fields (do_sample, temperature, ...) and
 `fixed_budget`, the fixed-compute axis: B = the most tokens the target scores per forward (the
-root plus the drafted tokens). It sets the method's draft size to B - 1 drafted tokens, through
-the first config field it has of DRAFT_SIZE_FIELDS (a tree method's `budget` of draft nodes, a
-chain's `gamma`, prompt lookup's `num_tokens`); the peers map it to num_assistant_tokens = B - 1
-(constant schedule, no confidence early stop) and prompt_lookup_num_tokens = B - 1. Every row
-reports the measured tokens per target forward.
+root plus the drafted tokens). Each drafting method declares at registration how it runs at B
+(its budget rule: sps's gamma = B - 1, a tree method's node budget, rsd's tree shape, ...); the
+peers map it to num_assistant_tokens = B - 1 (constant schedule, no confidence early stop) and
+prompt_lookup_num_tokens = B - 1. Every row reports the measured tokens per target forward.
 """
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ PEERS = {
     "hf:prompt-lookup": {"prompt_lookup_num_tokens": 10, "max_matching_ngram_size": None},
 }
 REFERENCES = ("greedy", "hf:greedy")
-DRAFT_SIZE_FIELDS = ("budget", "gamma", "num_tokens")  # config fields counting drafted tokens per step
 FIXED = "fixed_budget"  # every run measures these: speedups are ratios to them
 
 
@@ -117,16 +115,9 @@ def make_row(method: str, options: dict) -> Row:
 def method_kwargs(spec, options: dict) -> dict:
     """The generate() kwargs for a method row: `fixed_budget` resolved, config validated."""
     kw = dict(options)
-    fields = {f.name for f in dataclasses.fields(spec.config)}
     if FIXED in kw:
         b = _budget(kw.pop(FIXED))
-        size = next((f for f in DRAFT_SIZE_FIELDS if f in fields), None)
-        if size is None:
-            raise DecodeLabError(f"method '{spec.name}' cannot run at a fixed budget: its config has none of "
-                                 f"{', '.join(DRAFT_SIZE_FIELDS)}")
-        if size in kw:
-            raise DecodeLabError(f"give '{spec.name}' either {FIXED} or {size}, not both")
-        kw[size] = b - 1
+        kw.update(spec.budget_options(b, kw))
     SamplingConfig(**{k: v for k, v in kw.items() if k in SAMPLING_FIELDS})
     spec.make_config(**{k: v for k, v in kw.items() if k not in SAMPLING_FIELDS})
     return kw

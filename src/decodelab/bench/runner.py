@@ -10,10 +10,10 @@ the peers run with eos_token_id=None to match. Quality (perplexity or task accur
 after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the unit and
 returns what was measured, marked partial.
 
-Methods that keep state per model across generations (Token Recycling, ADED: registered with
-`forget`) keep one state per row, start every repeat cold and carry their state over the prompts
-in order, as in serving: no timed generation profits from having seen its own prompt (in the
-warm-up, in an earlier repeat or in another row).
+Methods that learn across generations (Token Recycling, ADED) get their memory only from the
+`State` passed in: every row gets a new State per repeat, carried over the prompts in order, as a
+serving session would; the warm-up uses a throwaway one. So no timed generation profits from
+having seen its own prompt (in the warm-up, in an earlier repeat or in another row).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core import state
 from ..errors import DecodeLabError
+from ..state import State
 from . import peers, workloads
 from .rows import REFERENCES, Row, make_row, method_kwargs
 
@@ -102,15 +102,16 @@ def run_unit(unit: Unit, progress=None) -> dict:
     try:
         for r in unit.rows:
             for _ in range(s.warmup):
-                _guarded(result, r, lambda: _generate(r, target, draft, wl.prompts[0], 0, wl, s))
+                _guarded(result, r, lambda: _generate(r, target, draft, wl.prompts[0], 0, wl, s, State()))
                 _tick(progress)
         with memory:
             for rep in range(s.repeats):
-                _forget_state(unit.rows, target)
+                states = {r.label: State() for r in unit.rows}  # each row's own, cold every repeat
                 for i, prompt in enumerate(wl.prompts):
                     for r in unit.rows:
                         if r.label not in result["errors"]:
-                            rec = _guarded(result, r, lambda: _timed(r, target, draft, prompt, i, wl, s, memory))
+                            rec = _guarded(result, r, lambda: _timed(r, target, draft, prompt, i, wl, s, memory,
+                                                                     states[r.label]))
                             if rec is not None:
                                 tokens = rec.pop("tokens")
                                 rec.update(row=r.label, prompt=i, repeat=rep)
@@ -128,15 +129,6 @@ def run_unit(unit: Unit, progress=None) -> dict:
         except KeyboardInterrupt:
             result["partial"] = True
     return result
-
-
-def _forget_state(rows, target) -> None:
-    from ..registry import get
-
-    for r in rows:
-        forget = None if r.peer else get(r.method).forget
-        if forget is not None:
-            forget(target)
 
 
 def total_steps(unit: Unit, n_prompts: int) -> int:
@@ -159,7 +151,7 @@ def _guarded(result, row: Row, fn):
         return None
 
 
-def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> tuple[list[int], dict]:
+def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, state: State) -> tuple[list[int], dict]:
     if row.peer:
         return peers.generate(row, target, draft, list(prompt), wl.max_new_tokens, s.ignore_eos)
     from .. import api
@@ -169,9 +161,8 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> t
     kw = method_kwargs(spec, row.kwargs)
     if row.sampling:
         kw.setdefault("seed", s.seed + index)  # one seed per prompt: every repeat draws the same
-    with state.scope(row.label):  # a stateful method's state is the row's own
-        out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
-                           max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, **kw)
+    out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
+                       max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, state=state, **kw)
     st = out.stats
     return out.tokens, {"new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
                         "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
@@ -179,11 +170,11 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings) -> t
                         "committed_total": sum(st.committed), "committed_steps": len(st.committed)}
 
 
-def _timed(row, target, draft, prompt, index, wl, s, memory) -> dict:
+def _timed(row, target, draft, prompt, index, wl, s, memory, state) -> dict:
     memory.reset()
     _sync(target.device)
     c0, t0 = time.process_time(), time.perf_counter()
-    tokens, counts = _generate(row, target, draft, prompt, index, wl, s)
+    tokens, counts = _generate(row, target, draft, prompt, index, wl, s, state)
     _sync(target.device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_mem_mb": memory.peak(), "tokens": tokens, **counts}

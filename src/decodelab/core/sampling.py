@@ -6,34 +6,34 @@ global RNG state.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import DecodeLabError
+from ..options import Options, option
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplingConfig:
+class SamplingConfig(Options):
     """How a next token is chosen from p. `do_sample=False` is greedy (argmax of the raw logits)."""
 
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1.0 = off
-    min_p: float = 0.0  # 0.0 = off
-    seed: int | None = None
+    do_sample: bool = option(False, "sample from the processed distribution (False: greedy)")
+    temperature: float = option(1.0, "divide the logits by this before sampling", above=0)
+    top_k: int = option(0, "keep the k likeliest tokens (0: off)", lo=0)
+    top_p: float = option(1.0, "keep the smallest set of tokens with this much mass (1: off)", above=0, hi=1)
+    min_p: float = option(0.0, "drop tokens below min_p times the top probability (0: off; llama.cpp)",
+                          lo=0, below=1)
+    seed: int | None = option(None, "seed of the sampling generator (None: random)", lo=0, hi=2**63 - 1)
 
-    def __post_init__(self):
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise DecodeLabError(f"temperature must be a positive number, got {self.temperature}")
-        if self.top_k < 0:
-            raise DecodeLabError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise DecodeLabError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0.0 <= self.min_p < 1.0:
-            raise DecodeLabError(f"min_p must be in [0, 1), got {self.min_p}")
+    def ignored(self) -> list[str]:
+        """The sampling options set away from their defaults that greedy decoding ignores."""
+        if self.do_sample:
+            return []
+        return [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                if f.name in ("temperature", "top_k", "top_p", "min_p") and getattr(self, f.name) != f.default]
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         g = torch.Generator(device=device)

@@ -10,22 +10,18 @@ from typing import Callable, Iterator
 import torch
 
 from ..core.sampling import check_finite
-from ..models.base import CausalLM
-from ..types import DecodeStats
-from .common import clip, start
+from .common import emit, start
 
 
-def decode(model: CausalLM, prompt: torch.Tensor, max_new_tokens: int,
-           pick: Callable[[torch.Tensor, list[int]], int], stops: set[int],
-           stats: DecodeStats) -> Iterator[list[int]]:
-    start(model, prompt)
-    ctx = prompt.tolist()
+def decode(req, pick: Callable[[torch.Tensor, list[int]], int]) -> Iterator[list[int]]:
+    target = req.target
+    start(target, req.prompt)
+    ctx = req.prompt.tolist()
     new = 0
     while True:
-        logits = model.forward(torch.tensor([ctx[-1]]), torch.tensor([len(ctx) - 1])).logits[-1]  # [V]
+        logits = target.forward(torch.tensor([ctx[-1]]), torch.tensor([len(ctx) - 1])).logits  # [1, V]
         check_finite(logits)
-        out, done = clip([pick(logits, ctx)], max_new_tokens - new, stops)
-        stats.committed.append(len(out))
+        out, done = emit(req, [pick(logits[-1], ctx)], new, logits)
         ctx += out
         new += len(out)
         yield out

@@ -1,4 +1,4 @@
-"""Pieces every loop shares: starting a sequence and clipping what a step commits."""
+"""Pieces every loop shares: starting a sequence, and emitting what a step commits."""
 from __future__ import annotations
 
 import torch
@@ -13,7 +13,7 @@ def start(model: CausalLM, prompt: torch.Tensor) -> None:
     prefill(model, prompt[:-1])
 
 
-def clip(tokens: list[int], room: int, stops: set[int]) -> tuple[list[int], bool]:
+def clip(tokens: list[int], room: int, stops) -> tuple[list[int], bool]:
     """Cut a step's tokens at the budget and just after the first stop token.
     Returns (tokens to emit, whether decoding ends)."""
     for i, t in enumerate(tokens[:room]):
@@ -21,3 +21,20 @@ def clip(tokens: list[int], room: int, stops: set[int]) -> tuple[list[int], bool
             return tokens[: i + 1], True
     out = tokens[:room]
     return out, len(out) >= room
+
+
+def emit(req, tokens: list[int], done_so_far: int, logits: torch.Tensor) -> tuple[list[int], bool]:
+    """Clip a step's tokens (budget, stops), count them, and record their log-probabilities when
+    the request asks. logits: [K, V], row i the target's logits that token i was chosen from."""
+    out, done = clip(tokens, req.max_new_tokens - done_so_far, req.stops)
+    req.stats.committed.append(len(out))
+    if req.logprobs is not None:
+        req.logprobs.extend(token_logprobs(logits[: len(out)], out))
+    return out, done
+
+
+def token_logprobs(logits: torch.Tensor, tokens: list[int]) -> list[float]:
+    """log p(token) under the raw target distribution (temperature 1, no filters), as vLLM
+    reports by default. logits: [K, V], tokens: K ids."""
+    rows = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
+    return rows[torch.arange(len(tokens)), torch.tensor(tokens, dtype=torch.long)].tolist()

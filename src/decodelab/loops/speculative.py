@@ -13,12 +13,10 @@ from typing import Iterator, Protocol
 
 import torch
 
-from ..core.sampling import SamplingConfig, check_finite, probs_from_logits
+from ..core.sampling import check_finite, probs_from_logits
 from ..core.tree import Draft
 from ..core.verify import greedy_verify, rejection_verify
-from ..models.base import CausalLM
-from ..types import DecodeStats
-from .common import clip, start
+from .common import emit, start
 
 
 class Drafter(Protocol):
@@ -29,14 +27,13 @@ class Drafter(Protocol):
         """Learn from a verified step: accepted node path (root first) and target logits [N, V]."""
 
 
-def decode(target: CausalLM, drafter: Drafter, prompt: torch.Tensor, max_new_tokens: int,
-           sampling: SamplingConfig, rng: torch.Generator | None, stops: set[int],
-           stats: DecodeStats) -> Iterator[list[int]]:
-    start(target, prompt)
-    ctx = prompt.clone()
+def decode(req, drafter: Drafter) -> Iterator[list[int]]:
+    target = req.target
+    start(target, req.prompt)
+    ctx = req.prompt.clone()
     new = 0
     while True:
-        room = max_new_tokens - new - 1  # the bonus token always comes on top of the draft
+        room = req.max_new_tokens - new - 1  # the bonus token always comes on top of the draft
         if target.max_length is not None:
             room = min(room, target.max_length - len(ctx))
         draft = drafter.propose(ctx, max(room, 0))
@@ -47,14 +44,13 @@ def decode(target: CausalLM, drafter: Drafter, prompt: torch.Tensor, max_new_tok
         step = target.forward(tree.tokens, tree.positions(len(ctx) - 1),
                               tree_mask=None if tree.is_chain else tree.attention_mask)
         check_finite(step.logits)
-        if sampling.do_sample:
-            path, bonus = rejection_verify(tree, probs_from_logits(step.logits, sampling), draft.q, rng)
-        else:
+        if req.greedy:
             path, bonus = greedy_verify(tree, step.logits)
+        else:
+            path, bonus = rejection_verify(tree, probs_from_logits(step.logits, req.sampling), draft.q, req.rng)
         target.commit(path)
         drafter.observe(draft, path, step.logits)
-        out, done = clip(tree.tokens[path[1:]].tolist() + [bonus], max_new_tokens - new, stops)
-        stats.committed.append(len(out))
+        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, step.logits[path])
         ctx = torch.cat([ctx, torch.tensor(out)])
         new += len(out)
         yield out

@@ -26,7 +26,8 @@ Choices where the paper gives no detail (swept in the bench): the constants abov
 (budget 8, depth 8, branch 4, c_puct 1.0, topk 4; budget 8 was the fastest of 4, 8 and 24
 on 2 CPU cores with the zoo code model in `decodelab bench`); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
 first simulation follows the prior; the matrix starts empty (the paper initialises it from a
-corpus) and, like Token Recycling's, is kept per target model across prompts unless `reset`;
+corpus) and, like Token Recycling's, lives in the caller's State (carried across the prompts
+that share one; `reset` empties it);
 a context (x, y) never seen backs off to the bigram context (y); a context keeps its 16 heaviest
 candidates once it holds more than 32. Lossless: greedy (tested token for token); in sampling
 mode the tree is a deterministic guess (q = None), verified exactly by rejection sampling.
@@ -39,32 +40,23 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.state import PerModel
 from ..core.tree import Draft, TokenTree
-from ..errors import DecodeLabError
 from ..loops import speculative
+from ..options import Options, option
 from ..registry import register
 
 _KEEP, _PRUNE_AT = 16, 32
 
 
 @dataclass(frozen=True, kw_only=True)
-class ADEDConfig:
-    budget: int = 8  # draft nodes per step (below the root)
-    depth: int = 8  # deepest draft level
-    branch: int = 4  # candidates per node, the likeliest under the matrix
-    c_puct: float = 1.0  # exploration weight
-    topk: int = 4  # target top-k folded into the matrix at every verified node (0: tokens only)
-    reset: bool = False  # start this run from an empty matrix instead of the model's adapted one
-
-    def __post_init__(self):
-        for name in ("budget", "depth", "branch"):
-            if not 1 <= getattr(self, name) <= 256:
-                raise DecodeLabError(f"{name} must be in [1, 256], got {getattr(self, name)}")
-        if not (self.c_puct >= 0 and math.isfinite(self.c_puct)):
-            raise DecodeLabError(f"c_puct must be a finite number >= 0, got {self.c_puct}")
-        if not 0 <= self.topk <= 64:
-            raise DecodeLabError(f"topk must be in [0, 64], got {self.topk}")
+class ADEDConfig(Options):
+    budget: int = option(8, "draft nodes per step (below the root)", lo=1, hi=256)
+    depth: int = option(8, "deepest draft level", lo=1, hi=256)
+    branch: int = option(4, "candidates per node, the likeliest under the matrix", lo=1, hi=256)
+    c_puct: float = option(1.0, "PUCT exploration weight", lo=0)
+    topk: int = option(4, "target top-k folded into the matrix at every verified node (0: tokens only)",
+                       lo=0, hi=64)
+    reset: bool = option(False, "empty the State's matrix before this run instead of carrying it")
 
 
 class TrigramMatrix:
@@ -93,12 +85,9 @@ class TrigramMatrix:
         return len(self.tri)
 
 
-_MATRICES = PerModel()  # per target model: {vocab size: TrigramMatrix}
-
-
-def matrix_for(target, reset: bool = False) -> TrigramMatrix:
-    """The tri-gram matrix adapted for this target model across runs."""
-    return _MATRICES.get(target, target.vocab_size, TrigramMatrix, reset)
+def matrix(req, config: ADEDConfig) -> TrigramMatrix:
+    """The tri-gram matrix in the request's State."""
+    return req.memory(("aded", req.target.vocab_size), TrigramMatrix, config.reset)
 
 
 class PUCTDrafter:
@@ -167,7 +156,6 @@ class PUCTDrafter:
 
 
 @register("aded", family="speculative", config=ADEDConfig, lossless="sampling", needs=("tree_mask",),
-          forget=_MATRICES.forget)
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = PUCTDrafter(matrix_for(target, config.reset), config)
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+          budget="budget")
+def run(req, config: ADEDConfig):
+    return speculative.decode(req, PUCTDrafter(matrix(req, config), config))

@@ -16,55 +16,58 @@ from dataclasses import dataclass
 import torch
 
 from ..core.sampling import check_finite
-from ..errors import DecodeLabError
 from ..loops.common import start
+from ..options import Options, option
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class BeamConfig:
-    num_beams: int = 4
-    length_penalty: float = 1.0
-
-    def __post_init__(self):
-        if self.num_beams < 1:
-            raise DecodeLabError(f"num_beams must be >= 1, got {self.num_beams}")
+class BeamConfig(Options):
+    num_beams: int = option(4, "hypotheses kept per step (all in one batched forward)", lo=1, hi=64)
+    length_penalty: float = option(1.0, "a finished score is sum log p / generated_len ** length_penalty")
 
 
 @register("beam", family="autoregressive", config=BeamConfig, lossless=None, needs=("batch",), modes=("greedy",))
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    yield beam_search(target, prompt, max_new_tokens, config, stops, stats)
+def run(req, config: BeamConfig):
+    tokens, logps = beam_search(req, config)
+    if req.logprobs is not None:
+        req.logprobs.extend(logps)
+    yield tokens
 
 
-def beam_search(target, prompt, max_new_tokens, cfg: BeamConfig, stops, stats) -> list[int]:
+def beam_search(req, cfg: BeamConfig) -> tuple[list[int], list[float]]:
+    """(the best hypothesis, each of its tokens' log p under the target)."""
+    target, prompt = req.target, req.prompt
     start(target, prompt)
     beams: list[list[int]] = [[]]  # generated tokens per live beam
-    scores: list[float] = [0.0]  # summed log p per live beam
-    finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens)
-    for step in range(max_new_tokens):
+    logps: list[list[float]] = [[]]  # log p of each token, per live beam
+    finished: list[tuple[float, list[int], list[float]]] = []  # (normalised score, tokens, log ps)
+    for step in range(req.max_new_tokens):
         last = torch.tensor([[b[-1] if b else int(prompt[-1])] for b in beams])  # [B, 1]
         logits = target.forward(last, torch.full_like(last, len(prompt) - 1 + step)).logits[:, -1]  # [B, V]
         check_finite(logits)
-        stats.committed.append(1)
-        cand = torch.tensor(scores, dtype=torch.float64)[:, None] + torch.log_softmax(logits.double(), -1)
-        top = torch.topk(cand.flatten(), min(2 * cfg.num_beams, cand.numel()))  # [2B]
-        rows, beams_next, scores_next = [], [], []
+        req.stats.committed.append(1)
+        logp = torch.log_softmax(logits.double(), -1)  # [B, V]
+        scores = torch.tensor([sum(lp) for lp in logps], dtype=torch.float64)
+        top = torch.topk((scores[:, None] + logp).flatten(), min(2 * cfg.num_beams, logp.numel()))  # [2B]
+        rows, beams_next, logps_next = [], [], []
         for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             row, tok = divmod(flat, logits.shape[-1])
-            seq = beams[row] + [tok]
-            if tok in stops:
+            seq, lps = beams[row] + [tok], logps[row] + [float(logp[row, tok])]
+            if tok in req.stops:
                 if rank < cfg.num_beams:  # as transformers: only a top-ranked stop finishes a beam
-                    finished.append((score / len(seq) ** cfg.length_penalty, seq))
+                    finished.append((score / len(seq) ** cfg.length_penalty, seq, lps))
             elif len(beams_next) < cfg.num_beams:
                 rows.append(row)
                 beams_next.append(seq)
-                scores_next.append(score)
-        beams, scores = beams_next, scores_next
-        if not beams or _done(finished, scores, step + 1, cfg):
+                logps_next.append(lps)
+        beams, logps = beams_next, logps_next
+        if not beams or _done(finished, [sum(lp) for lp in logps], step + 1, cfg):
             break
         target.select(torch.tensor(rows))
-    live = [(s / len(b) ** cfg.length_penalty, b) for s, b in zip(scores, beams)]
-    return max(finished + live, key=lambda t: t[0])[1]
+    live = [(sum(lp) / len(b) ** cfg.length_penalty, b, lp) for b, lp in zip(beams, logps)]
+    _, best, best_logps = max(finished + live, key=lambda t: t[0])
+    return best, best_logps
 
 
 def _done(finished, live_scores, length, cfg) -> bool:

@@ -36,20 +36,16 @@ import torch
 
 from ..core.sampling import sample
 from ..core.tree import Draft, TokenTree
-from ..errors import DecodeLabError
 from ..loops import speculative
+from ..loops.drafting import DraftModelDrafter, stack_q
+from ..options import Options, option
 from ..registry import register
-from .sps import DraftModelDrafter, stack_q
 
 
 @dataclass(frozen=True, kw_only=True)
-class DySpecConfig:
-    budget: int = 24  # draft tokens per step (tree nodes below the root)
-    expand: int = 8  # candidates popped per draft forward
-
-    def __post_init__(self):
-        if self.budget < 1 or self.expand < 1:
-            raise DecodeLabError(f"budget and expand must be >= 1, got budget={self.budget}, expand={self.expand}")
+class DySpecConfig(Options):
+    budget: int = option(24, "draft tokens per step (tree nodes below the root)", lo=1, hi=256)
+    expand: int = option(8, "candidates popped per draft forward (1: the paper's one node per call)", lo=1, hi=256)
 
 
 class _Node:
@@ -85,8 +81,8 @@ class _Node:
 
 
 class DySpecDrafter(DraftModelDrafter):
-    def __init__(self, draft, sampling, rng, budget: int, expand: int):
-        super().__init__(draft, sampling, rng)
+    def __init__(self, req, budget: int, expand: int):
+        super().__init__(req)
         self.budget, self.expand = budget, expand
         self._first_child = 0.5  # running mean of the value share of a node's first child
 
@@ -137,7 +133,6 @@ class DySpecDrafter(DraftModelDrafter):
 
 
 @register("dyspec", family="speculative", config=DySpecConfig, lossless="sampling", needs=("tree_mask",),
-          draft=True)
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = DySpecDrafter(draft, sampling, rng, config.budget, config.expand)
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+          draft=True, budget="budget")
+def run(req, config: DySpecConfig):
+    return speculative.decode(req, DySpecDrafter(req, config.budget, config.expand))

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..loops import autoregressive
+from ..options import Options
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class GreedyConfig:
+class GreedyConfig(Options):
     pass
 
 
-@register("greedy", family="autoregressive", config=GreedyConfig, lossless="greedy", modes=("greedy",))
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    return autoregressive.decode(target, prompt, max_new_tokens, lambda logits, ctx: int(logits.argmax()),
-                                 stops, stats)
+@register("greedy", family="autoregressive", config=GreedyConfig, lossless="greedy", modes=("greedy",),
+          peer="hf:greedy")
+def run(req, config: GreedyConfig):
+    return autoregressive.decode(req, lambda logits, ctx: int(logits.argmax()))

@@ -23,23 +23,20 @@ import torch
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..options import Options, option
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class PLDConfig:
-    num_tokens: int = 10  # draft length (transformers' prompt_lookup_num_tokens)
-    max_ngram: int = 3
-    min_ngram: int = 1
-    prefer: str = "recent"  # "recent" | "first": which earlier occurrence to copy from
+class PLDConfig(Options):
+    num_tokens: int = option(10, "draft length (transformers' prompt_lookup_num_tokens)", lo=1, hi=128)
+    max_ngram: int = option(3, "longest n-gram matched against the context", lo=1, hi=32)
+    min_ngram: int = option(1, "shortest n-gram matched against the context", lo=1, hi=32)
+    prefer: str = option("recent", "which earlier occurrence to copy from", choices=("recent", "first"))
 
-    def __post_init__(self):
-        if self.num_tokens < 1:
-            raise DecodeLabError(f"num_tokens must be >= 1, got {self.num_tokens}")
-        if not 1 <= self.min_ngram <= self.max_ngram:
-            raise DecodeLabError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
-        if self.prefer not in ("recent", "first"):
-            raise DecodeLabError(f"prefer must be 'recent' or 'first', got '{self.prefer}'")
+    def validate(self):
+        if self.min_ngram > self.max_ngram:
+            raise DecodeLabError(f"need min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
 
 
 def lookup(ctx: torch.Tensor, num_tokens: int, max_ngram: int, min_ngram: int, prefer: str = "recent") -> list[int]:
@@ -73,6 +70,7 @@ class LookupDrafter:
         pass
 
 
-@register("pld", family="speculative", config=PLDConfig, lossless="sampling")
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    return speculative.decode(target, LookupDrafter(config), prompt, max_new_tokens, sampling, rng, stops, stats)
+@register("pld", family="speculative", config=PLDConfig, lossless="sampling", budget="num_tokens",
+          peer="hf:prompt-lookup")
+def run(req, config: PLDConfig):
+    return speculative.decode(req, LookupDrafter(config))

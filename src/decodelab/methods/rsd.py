@@ -14,6 +14,9 @@ q_{k+1} = q_k without x_k, renormalised. Lossless for sampling and greedy.
 
 Greedy decoding uses the deterministic counterparts (top-k children; plain beam search) and greedy
 tree verification, so the output equals the target's greedy output.
+Fixed target budget B (the bench's axis, RSD's point): rsd_c drafts two chains of (B - 1) // 2
+tokens ("2x1x...x1"); rsd_s keeps a given width (or depth) and fits the other, else W = 2, so
+that W L <= B - 1.
 Deviations: (1) the draft scores each depth's new nodes by re-forwarding the whole tree drawn so
 far with a tree mask (one draft forward per depth, as in the paper, but O(L * tree) draft tokens
 instead of O(tree): our adapters' tree masks cover only the tokens of one forward). (2) The
@@ -32,15 +35,19 @@ from ..core.sbs import sbs_step
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..loops.drafting import DraftModelDrafter, stack_q
+from ..options import Options, option
 from ..registry import register
-from .sps import DraftModelDrafter, stack_q
+
+
+_MAX_TREE = 256  # draft tokens per step, at most
 
 
 @dataclass(frozen=True, kw_only=True)
-class RSDCConfig:
-    branches: str = "3x2x2x1"  # children per node at depth 1, 2, ... ("3,2,2,1" also accepted)
+class RSDCConfig(Options):
+    branches: str = option("3x2x2x1", "children per node at depth 1, 2, ... ('3x2x2x1' or '3,2,2,1')")
 
-    def __post_init__(self):
+    def validate(self):
         try:
             ok = all(b >= 1 for b in self.branching)
         except ValueError:
@@ -48,20 +55,51 @@ class RSDCConfig:
         if not ok:
             raise DecodeLabError(f"branches must be positive integers joined by 'x' or ',' such as '3x2x2x1', "
                                  f"got '{self.branches}'")
+        if tree_size(self.branching) > _MAX_TREE:
+            raise DecodeLabError(f"branches '{self.branches}' make a tree of {tree_size(self.branching)} draft "
+                                 f"tokens; at most {_MAX_TREE}")
 
     @property
     def branching(self) -> list[int]:
         return [int(b) for b in re.split(r"[x,]", self.branches)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class RSDSConfig:
-    width: int = 4  # beams kept per depth
-    depth: int = 4  # draft tokens per beam
+def tree_size(branching: list[int]) -> int:
+    """Draft tokens of a constant-branching tree: b1 + b1 b2 + ... + b1 ... bL."""
+    size, level = 0, 1
+    for b in branching:
+        level *= b
+        size += level
+        if size > _MAX_TREE:
+            break
+    return size
 
-    def __post_init__(self):
-        if self.width < 1 or self.depth < 1:
-            raise DecodeLabError(f"width and depth must be >= 1, got width={self.width}, depth={self.depth}")
+
+@dataclass(frozen=True, kw_only=True)
+class RSDSConfig(Options):
+    width: int = option(4, "beams kept per depth", lo=1, hi=64)
+    depth: int = option(4, "draft tokens per beam", lo=1, hi=64)
+
+    def validate(self):
+        if self.width * self.depth > _MAX_TREE:
+            raise DecodeLabError(f"width x depth = {self.width * self.depth} draft tokens; at most {_MAX_TREE}")
+
+
+def rsd_c_budget(b: int, given: dict) -> dict:
+    """Fixed budget B: two chains of (B - 1) // 2 tokens (one chain when B = 2), the narrowest
+    tree that still draws siblings without replacement."""
+    return {"branches": "1" if b == 2 else "2" + "x1" * ((b - 1) // 2 - 1)}
+
+
+def rsd_s_budget(b: int, given: dict) -> dict:
+    """Fixed budget B: W beams of depth L with W L <= B - 1; keeps a given width or depth, else W = 2."""
+    fixed = {k: given[k] for k in ("width", "depth") if k in given}
+    if len(fixed) == 1 and next(iter(fixed.values())) > b - 1:
+        raise DecodeLabError(f"rsd_s: {', '.join(f'{k}={v}' for k, v in fixed.items())} does not fit fixed_budget={b}")
+    if "depth" in fixed:
+        return {"width": (b - 1) // fixed["depth"]}
+    width = fixed.get("width", 2 if b > 2 else 1)
+    return {"depth": (b - 1) // width} | ({} if "width" in fixed else {"width": width})
 
 
 class _TreeBuilder:
@@ -81,8 +119,8 @@ class _TreeBuilder:
 
 
 class RSDCDrafter(DraftModelDrafter):
-    def __init__(self, draft, sampling, rng, branching: list[int]):
-        super().__init__(draft, sampling, rng)
+    def __init__(self, req, branching: list[int]):
+        super().__init__(req)
         self.branching = branching
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
@@ -110,8 +148,8 @@ class RSDCDrafter(DraftModelDrafter):
 
 
 class RSDSDrafter(DraftModelDrafter):
-    def __init__(self, draft, sampling, rng, width: int, depth: int):
-        super().__init__(draft, sampling, rng)
+    def __init__(self, req, width: int, depth: int):
+        super().__init__(req)
         self.width, self.depth = width, depth
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
@@ -136,14 +174,12 @@ class RSDSDrafter(DraftModelDrafter):
 
 
 @register("rsd_c", family="speculative", config=RSDCConfig, lossless="sampling", needs=("tree_mask",),
-          draft=True)
-def run_c(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = RSDCDrafter(draft, sampling, rng, config.branching)
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+          draft=True, budget=rsd_c_budget)
+def run_c(req, config: RSDCConfig):
+    return speculative.decode(req, RSDCDrafter(req, config.branching))
 
 
 @register("rsd_s", family="speculative", config=RSDSConfig, lossless="sampling", needs=("tree_mask",),
-          draft=True)
-def run_s(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = RSDSDrafter(draft, sampling, rng, config.width, config.depth)
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+          draft=True, budget=rsd_s_budget)
+def run_s(req, config: RSDSConfig):
+    return speculative.decode(req, RSDSDrafter(req, config.width, config.depth))

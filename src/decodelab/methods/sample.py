@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 from ..core.sampling import choose
 from ..loops import autoregressive
+from ..options import Options
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class SampleConfig:
+class SampleConfig(Options):
     pass
 
 
 @register("sample", family="autoregressive", config=SampleConfig, lossless="sampling", modes=("sample",))
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    return autoregressive.decode(target, prompt, max_new_tokens,
-                                 lambda logits, ctx: int(choose(logits, sampling, rng)), stops, stats)
+def run(req, config: SampleConfig):
+    return autoregressive.decode(req, lambda logits, ctx: int(choose(logits, req.sampling, req.rng)))

@@ -24,27 +24,28 @@ from dataclasses import dataclass
 
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..loops.drafting import ChainDrafter
+from ..options import Options, option
 from ..registry import register
-from .sps import ChainDrafter
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpecDecPPConfig:
-    threshold: float = 0.3
-    min_len: int = 2
-    max_len: int = 20
-    head: str = "code-draft"  # a head directory, a bundled head's name under zoo/heads, or "none"
+class SpecDecPPConfig(Options):
+    threshold: float = option(0.3, "stop drafting once P(some draft token is rejected) exceeds this",
+                              above=0, below=1)
+    min_len: int = option(2, "draft at least this many tokens per step", lo=1, hi=128)
+    max_len: int = option(20, "draft at most this many tokens per step", lo=1, hi=128)
+    head: str = option("code-draft", "acceptance head: a head directory, a bundled head under zoo/heads, "
+                       "or 'none' (always max_len)")
 
-    def __post_init__(self):
-        if not 0.0 < self.threshold < 1.0:
-            raise DecodeLabError(f"threshold must be in (0, 1), got {self.threshold}")
-        if not 1 <= self.min_len <= self.max_len:
-            raise DecodeLabError(f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}")
+    def validate(self):
+        if self.min_len > self.max_len:
+            raise DecodeLabError(f"need min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}")
 
 
 class AdaptiveChainDrafter(ChainDrafter):
-    def __init__(self, draft, sampling, rng, head, config: SpecDecPPConfig):
-        super().__init__(draft, sampling, rng, config.max_len)
+    def __init__(self, req, head, config: SpecDecPPConfig):
+        super().__init__(req, config.max_len)
         self.head, self.config = head, config
         self.scores_last = head is not None
         self._cum = 1.0
@@ -78,7 +79,8 @@ def load_matching_head(config: SpecDecPPConfig, draft):
     return head
 
 
-@register("specdecpp", family="speculative", config=SpecDecPPConfig, lossless="sampling", draft=True)
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = AdaptiveChainDrafter(draft, sampling, rng, load_matching_head(config, draft), config)
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+@register("specdecpp", family="speculative", config=SpecDecPPConfig, lossless="sampling", draft=True,
+          budget=lambda b, given: {"max_len": b - 1} | ({} if "min_len" in given else {"min_len": min(2, b - 1)}),
+          peer="hf:assisted")
+def run(req, config: SpecDecPPConfig):
+    return speculative.decode(req, AdaptiveChainDrafter(req, load_matching_head(config, req.draft), config))

@@ -17,9 +17,9 @@ and held-out prompts (0.69, 0.06, 0.04, 0.02, 0.005, 0.005, 0.01, 0.003; smoothe
 Calibrated this way, top8 is a rank-0 chain with a few rank-1 branches (levels 2/2/1/1/1/1); on
 zoo:code-draft that raised its tau from 3.36 to 3.84 over probabilities shaped like 2.2.2's.
 
-State: M is kept per target model (keyed weakly by the adapter's `.model`, or the adapter) across
-prompts, as in the reference, which never resets it; `reset=True` zeroes it at the start of the
-run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
+State: M lives in the caller's `State` (decodelab.state): pass the same State to carry M across
+prompts, as the reference does (it never resets M); without one each generation starts from a
+zero M; `reset=True` zeroes the State's M at the start of the run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
 
 Deviations: (1) several nodes of one tree can hold the same token; the reference's scatter leaves
 the winning row unspecified, we write rows in node order and the accepted path's nodes last, so
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.state import PerModel
 from ..core.templates import TreeTemplate
 from ..core.tree import Draft
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..options import Options, option
 from ..registry import register
 
 _REFERENCE_2_2_2 = [
@@ -73,27 +73,23 @@ def template(name: str) -> TreeTemplate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenRecyclingConfig:
-    template: str = "2.2.2"  # "2.2.2" (reference, 80 nodes) or "topN"
-    topk: int = 8  # candidates kept per token: the columns of M
-    reset: bool = False  # start this run from a zero matrix instead of the model's recycled one
+class TokenRecyclingConfig(Options):
+    template: str = option("2.2.2", "draft tree: '2.2.2' (the reference's 80 nodes) or 'topN' (N nodes, "
+                           "N <= 256, best-first)")
+    topk: int = option(8, "candidates kept per token: the columns of M", lo=1, hi=64)
+    reset: bool = option(False, "zero the State's matrix before this run instead of carrying it")
 
-    def __post_init__(self):
-        if not 1 <= self.topk <= 64:
-            raise DecodeLabError(f"topk must be in [1, 64], got {self.topk}")
+    def validate(self):
         t = template(self.template)
         if t.max_rank >= self.topk:
             raise DecodeLabError(f"template '{self.template}' uses candidate rank {t.max_rank}, "
                                  f"which needs topk >= {t.max_rank + 1}, got {self.topk}")
 
 
-_MATRICES = PerModel()  # per target model: {(vocab size, topk): M}
-
-
-def matrix_for(target, topk: int = 8, reset: bool = False) -> torch.Tensor:
-    """The adjacency matrix M [V, topk] (int32) recycled for this target model across runs."""
-    key = (target.vocab_size, topk)
-    return _MATRICES.get(target, key, lambda: torch.zeros(key, dtype=torch.int32), reset)
+def matrix(req, config: TokenRecyclingConfig) -> torch.Tensor:
+    """The adjacency matrix M [V, topk] (int32) in the request's State."""
+    shape = (req.target.vocab_size, config.topk)
+    return req.memory(("token_recycling", shape), lambda: torch.zeros(shape, dtype=torch.int32), config.reset)
 
 
 def recycle(matrix: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, path: list[int]) -> None:
@@ -126,7 +122,6 @@ class RecyclingDrafter:
 
 
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
-          needs=("tree_mask",), forget=_MATRICES.forget)
-def run(target, prompt, max_new_tokens, *, config, sampling, draft, rng, stops, stats):
-    drafter = RecyclingDrafter(matrix_for(target, config.topk, config.reset), template(config.template))
-    return speculative.decode(target, drafter, prompt, max_new_tokens, sampling, rng, stops, stats)
+          needs=("tree_mask",), budget=lambda b, given: {"template": f"top{b - 1}"})
+def run(req, config: TokenRecyclingConfig):
+    return speculative.decode(req, RecyclingDrafter(matrix(req, config), template(config.template)))

@@ -4,6 +4,7 @@ Capabilities an adapter may declare (the registry refuses a method whose needs a
   "tree_mask"      forward() takes a [N, N] attention mask among the new tokens
   "hidden_states"  forward(hidden=True) returns the last hidden states
   "batch"          forward() takes [B, N] ids; select(rows) keeps/reorders/repeats cache rows
+  "rewind"         truncate() and commit() may drop cached tokens (every speculative method needs it)
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ window, and its attention reads (masked) keys beyond the window, so memory and a
 those layers grow with the context like a full-attention layer's. Outputs are exact.
 
 Models with other layer kinds (chunked or linear attention, recurrent states) decode forward only:
-rolling their cache back raises a DecodeLabError, and they do not offer tree masks.
+they lack the "rewind" and "tree_mask" capabilities, so the registry refuses speculative methods
+on them up front (and rolling their cache back raises a DecodeLabError).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ _FULL, _SLIDING = "full_attention", "sliding_attention"
 
 
 class HFCausalLM(CachedIds):
-    capabilities = frozenset({"tree_mask", "hidden_states", "batch"})
+    capabilities = frozenset({"tree_mask", "hidden_states", "batch", "rewind"})
 
     def __init__(self, model: PreTrainedModel, tokenizer=None):
         self.model = model.eval()
@@ -52,7 +53,7 @@ class HFCausalLM(CachedIds):
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._window, self._per_type, self._fixed = _attention_layout(self.config)
-        if self._fixed is not None:  # no rewinding, so no tree verification either
+        if self._fixed is not None:  # no rewinding, so no speculative method and no tree forwards
             self.capabilities = frozenset({"hidden_states"})
         self.reset()
 

@@ -13,7 +13,7 @@ from .base import CachedIds, Counter, Step
 
 
 class ToyLM(CachedIds):
-    capabilities = frozenset({"tree_mask", "batch"})
+    capabilities = frozenset({"tree_mask", "batch", "rewind"})
     tokenizer = None
     max_length = None
 
@@ -35,7 +35,10 @@ class ToyLM(CachedIds):
         return cls(torch.randn(shape, generator=g) * scale, eos_token_id=eos_token_id)
 
     def fresh(self) -> "ToyLM":
-        return ToyLM(self.table, eos_token_id=self._eos)
+        """The same table (and tokenizer, when one was attached), an empty cache of its own."""
+        other = type(self)(self.table, eos_token_id=self._eos)
+        other.tokenizer = self.tokenizer
+        return other
 
     def reset(self) -> None:
         self._ids = torch.empty(1, 0, dtype=torch.long)

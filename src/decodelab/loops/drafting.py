@@ -1,0 +1,117 @@
+"""Draft-model plumbing for the speculative methods that draft with a second model (sps,
+specdecpp, dyspec, rsd_c, rsd_s): processed q, tree scoring in one draft forward, a chain
+drafter, and the draft's KV cache kept equal to the committed prefix.
+
+Draft and target share a tokenizer but not always a matrix size: real model families pad their
+embedding matrices differently. Drafting runs over the SHARED ids (the first min(V_draft,
+V_target)): the draft never proposes an id the target cannot score, and q is padded with zeros
+to the target's V, so rejection sampling compares p and q over one vocabulary and stays exact.
+A target that emits an id past the draft's matrix (one of its own padding rows) cannot be
+followed by that draft: a DecodeLabError says so.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.sampling import probs_from_logits, sample
+from ..core.tree import Draft, TokenTree
+from ..errors import DecodeLabError
+from ..models.base import sync
+
+
+class DraftModelDrafter:
+    """q(logits) is the processed draft distribution (the same SamplingConfig as p; plain softmax
+    when greedy) over the target's vocabulary. Tree drafters call `score_tree` once per expansion
+    round: it truncates the draft cache to the committed context and forwards every non-root node
+    with the tree mask, so the cache never mixes siblings. `observe` then keeps the cache entries
+    of the accepted path, so the next `sync` only forwards what the draft has not seen.
+    """
+
+    def __init__(self, req):
+        self.draft, self.sampling, self.rng = req.draft, req.sampling, req.rng
+        self.vocab = req.target.vocab_size  # q rows are over the target's ids
+        self.shared = min(self.vocab, req.draft.vocab_size)
+        self._scored = 0  # tree nodes 1.._scored are in the draft cache after the last score_tree
+        self.draft.reset()
+
+    def logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Draft logits restricted to the shared ids. [..., V_draft] -> [..., shared]"""
+        return logits if logits.shape[-1] == self.shared else logits[..., : self.shared]
+
+    def q(self, logits: torch.Tensor) -> torch.Tensor:
+        """Processed draft probabilities over the target's ids. [..., shared] -> [..., V]"""
+        q = probs_from_logits(logits, self.sampling)
+        if q.shape[-1] == self.vocab:
+            return q
+        return torch.nn.functional.pad(q, (0, self.vocab - q.shape[-1]))
+
+    def root_logits(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Draft logits after ctx[-1], the cache holding exactly ctx. [shared]"""
+        self._scored = 0
+        if self.shared < self.vocab and int(ctx.max()) >= self.shared:
+            raise DecodeLabError(f"the target produced token id {int(ctx.max())}, past the draft's vocabulary of "
+                                 f"{self.shared} rows (a padding id of the target); this draft cannot follow it")
+        return self.logits(sync(self.draft, ctx))
+
+    def score_tree(self, ctx_len: int, tokens: list[int], parents: list[int]) -> torch.Tensor:
+        """Draft logits after each non-root node of the tree (root = ctx[-1]). -> [N - 1, shared]"""
+        tree = TokenTree.from_lists(tokens, parents)
+        self.draft.truncate(ctx_len)
+        step = self.draft.forward(tree.tokens[1:], tree.positions(ctx_len - 1)[1:],
+                                  tree_mask=tree.attention_mask[1:, 1:])
+        self._scored = len(tokens) - 1
+        return self.logits(step.logits)
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        if self._scored:  # keep ctx + the accepted nodes the draft has scored (a prefix of the path)
+            self.draft.commit([i - 1 for i in path[1:] if i <= self._scored])
+            self._scored = 0
+
+
+def stack_q(rows: dict[int, torch.Tensor], n: int, vocab: int) -> torch.Tensor:
+    """[n, V] q matrix from {node: q row}; nodes without children get zeros."""
+    q = torch.zeros(n, vocab)
+    for i, row in rows.items():
+        q[i] = row
+    return q
+
+
+class ChainDrafter(DraftModelDrafter):
+    """Drafts a chain of up to `gamma` tokens from a draft model, recording q when sampling."""
+
+    def __init__(self, req, gamma: int):
+        super().__init__(req)
+        self.gamma = gamma
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        n = min(self.gamma, max_depth)
+        tokens, qs = [int(ctx[-1])], []
+        if n == 0:
+            return Draft(TokenTree.chain(tokens))
+        logits = self.root_logits(ctx)  # [shared]
+        for i in range(n):
+            tokens.append(self.next_token(logits, qs))
+            if i < n - 1 or self.scores_last:
+                pos = torch.tensor([len(ctx) + i])
+                step = self.draft.forward(torch.tensor([tokens[-1]]), pos, hidden=self.scores_last)
+                logits = self.logits(step.logits[-1])
+                if self.stop(step, i + 1):
+                    break
+        q = torch.cat([torch.stack(qs), torch.zeros(1, self.vocab)]) if qs else None  # [n+1, V]
+        return Draft(TokenTree.chain(tokens), q)
+
+    def next_token(self, logits: torch.Tensor, qs: list[torch.Tensor]) -> int:
+        if not self.sampling.do_sample:
+            return int(logits.argmax())
+        qs.append(self.q(logits))
+        return int(sample(qs[-1], self.rng))
+
+    # Hooks for adaptive-length chains (specdecpp): forward the newest token with hidden states and
+    # stop after `drafted` tokens when the hook says so. A plain chain drafts exactly gamma tokens.
+    scores_last = False
+
+    def stop(self, step, drafted: int) -> bool:
+        return False
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        pass  # chain forwards are sequential, so the cache is already right for sync
