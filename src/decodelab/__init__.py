@@ -13,8 +13,8 @@ from .core.sampling import SamplingConfig
 from .errors import DecodeLabError
 from .request import Request
 from .state import State
-from .types import DecodeOutput, DecodeStats, Draft, TokenTree
+from .types import DecodeOutput, DecodeStats, Draft, StepTrace, TokenTree
 
 __all__ = ["load", "generate", "stream", "methods", "State", "Request", "SamplingConfig", "DecodeLabError",
-           "DecodeOutput", "DecodeStats", "Draft", "TokenTree"]
+           "DecodeOutput", "DecodeStats", "Draft", "StepTrace", "TokenTree"]
 __version__ = "0.1.0"

@@ -83,16 +83,16 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
 
 def stream(model, prompt=None, method: str = "greedy", *, messages=None, draft=None, max_new_tokens: int = 64,
            ignore_eos: bool = False, stop: str | list[str] | None = None, state: State | None = None,
-           stats: DecodeStats | None = None, logprobs: list | None = None, tokenizer=None,
-           **kwargs) -> Iterator[list[int]]:
+           stats: DecodeStats | None = None, logprobs: list | None = None, trace: list | None = None,
+           tokenizer=None, **kwargs) -> Iterator[list[int]]:
     """Yield the token ids each decoding step commits. Same arguments as generate(), one prompt;
-    pass a DecodeStats as `stats` (and a list as `logprobs`) to read the counts (and each token's
-    log-probability) as the iterator runs."""
+    pass a DecodeStats as `stats` (and lists as `logprobs` / `trace`) to read the counts (each
+    token's log-probability / each step's StepTrace) as the iterator runs."""
     if _is_batch(prompt, messages):
         raise DecodeLabError("stream() decodes one prompt; call it once per prompt, or use generate()")
     spec = get(method)  # an unknown method fails before anything else
     req, config = _request(spec, model, prompt, messages, draft, max_new_tokens, ignore_eos, state, stats,
-                           logprobs, tokenizer, kwargs)
+                           logprobs, trace, tokenizer, kwargs)
     chunks = spec.run(req, config)
     if stop:
         chunks = _cut_at_stop_strings(chunks, req, _stop_list(stop, req.target))
@@ -101,7 +101,8 @@ def stream(model, prompt=None, method: str = "greedy", *, messages=None, draft=N
 
 def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft=None, max_new_tokens: int = 64,
              ignore_eos: bool = False, stop: str | list[str] | None = None, state: State | None = None,
-             logprobs: bool = False, tokenizer=None, **kwargs) -> DecodeOutput | list[DecodeOutput]:
+             logprobs: bool = False, trace: bool = False, tokenizer=None,
+             **kwargs) -> DecodeOutput | list[DecodeOutput]:
     """Decode `prompt` (a string, or a list of token ids) with `method`.
 
     A list of prompts (strings or id lists; or `messages` as a list of conversations) returns one
@@ -110,27 +111,26 @@ def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft
     transformers-style sampling arguments (do_sample, temperature, top_k, top_p, min_p, seed) and
     the method's own options (see `decodelab.methods()`). `stop`: strings that end the generation
     (the token completing one is the last emitted). `logprobs=True` also returns each generated
-    token's log-probability under the target. `state`: a decodelab.State carried across calls
+    token's log-probability under the target; `trace=True` how each step produced its tokens
+    (StepTrace: drafted and accepted, bonus, rejected drafts). `state`: a decodelab.State carried across calls
     by methods that learn (Token Recycling, ADED). `model` and `draft` may be decodelab adapters
     (from load()) or transformers models. Returns the generated ids only, the decoded text (when
     there is a tokenizer) and the counts.
     """
     target = _adapt(model, tokenizer)
-    common = dict(draft=draft, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, stop=stop, state=state,
-                  logprobs=logprobs, **kwargs)
+    common = dict(draft=draft, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, stop=stop, state=state, **kwargs)
     if _is_batch(prompt, messages):
         items = [(p, None) for p in prompt] if messages is None else [(None, m) for m in messages]
-        return [generate(target, p, method, messages=m, **common) for p, m in items]
-    common.pop("logprobs")
-    stats, lps = DecodeStats(), ([] if logprobs else None)
-    tokens = [t for chunk in stream(target, prompt, method, messages=messages, stats=stats, logprobs=lps, **common)
-              for t in chunk]
+        return [generate(target, p, method, messages=m, logprobs=logprobs, trace=trace, **common) for p, m in items]
+    stats, lps, steps = DecodeStats(), ([] if logprobs else None), ([] if trace else None)
+    tokens = [t for chunk in stream(target, prompt, method, messages=messages, stats=stats, logprobs=lps,
+                                    trace=steps, **common) for t in chunk]
     text = target.tokenizer.decode(tokens) if target.tokenizer is not None else None
-    return DecodeOutput(tokens=tokens, text=text, stats=stats, method=method, logprobs=lps)
+    return DecodeOutput(tokens=tokens, text=text, stats=stats, method=method, logprobs=lps, trace=steps)
 
 
 def _request(spec: Method, model, prompt, messages, draft, max_new_tokens, ignore_eos, state, stats, logprobs,
-             tokenizer, kwargs) -> tuple[Request, object]:
+             trace, tokenizer, kwargs) -> tuple[Request, object]:
     """Check everything and build the Request on fresh adapters (own caches and counters)."""
     target = _adapt(model, tokenizer).fresh()
     draft_lm = _adapt(draft, None).fresh() if draft is not None else None
@@ -145,7 +145,7 @@ def _request(spec: Method, model, prompt, messages, draft, max_new_tokens, ignor
     return Request(target=target, prompt=ids, max_new_tokens=max_new_tokens, sampling=sampling, stats=stats,
                    rng=sampling.generator() if sampling.do_sample else None,
                    stops=frozenset() if ignore_eos else frozenset(target.eos_token_ids), draft=draft_lm,
-                   state=state if state is not None else State(), logprobs=logprobs), config
+                   state=state if state is not None else State(), logprobs=logprobs, trace=trace), config
 
 
 def _counted(chunks, req: Request):
@@ -187,6 +187,10 @@ def _cut_at_stop_strings(chunks, req: Request, stops: list[str]):
             req.stats.committed[-1] -= dropped
             if req.logprobs is not None and dropped:
                 del req.logprobs[-dropped:]
+            if req.trace is not None and dropped:
+                last = req.trace[-1]
+                last.tokens = last.tokens[:len(last.tokens) - dropped]
+                last.accepted = min(last.accepted, len(last.tokens))
             yield tokens[len(done):n]
             return
     finally:

@@ -9,7 +9,7 @@ import torch
 from .core.sampling import SamplingConfig
 from .models.base import CausalLM
 from .state import State
-from .types import DecodeStats
+from .types import DecodeStats, StepTrace
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +27,7 @@ class Request:
     draft: CausalLM | None = None
     state: State = field(default_factory=State)  # memory carried across generations (the caller's)
     logprobs: list[float] | None = None  # when a list: each committed token's log p under the target
+    trace: list[StepTrace] | None = None  # when a list: how each step produced its tokens
 
     @property
     def greedy(self) -> bool:

@@ -58,11 +58,12 @@ def test_stop_strings_end_at_the_token_that_completes_one(zoo_pair, method):
     stop = free.text[len(target.tokenizer.decode(free.tokens[:6])):][:3]  # text that first occurs mid-run
     assert stop in free.text and stop not in target.tokenizer.decode(free.tokens[:5])
     out = decodelab.generate(target, PROMPT, method, max_new_tokens=60, ignore_eos=True, stop=[stop, "@@never"],
-                             logprobs=True, **kw)
+                             logprobs=True, trace=True, **kw)
     n = len(out.tokens)
     assert out.tokens == free.tokens[:n]  # a prefix of the free run...
     assert stop in out.text and stop not in target.tokenizer.decode(out.tokens[:-1])  # ...cut just after the stop
     assert out.stats.new_tokens == n == sum(out.stats.committed) == len(out.logprobs) < 60
+    assert [t for step in out.trace for t in step.tokens] == out.tokens
 
 
 def test_stop_string_refusals(zoo_pair, tiny_dirs):

@@ -19,10 +19,12 @@ from decodelab.registry import all_methods
 # Per-method options the generic tests need: name -> kwargs.
 OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"}}  # no trained head fits the tiny drafts
 
-GREEDY_LOSSLESS = sorted(name for name, m in all_methods().items()
+# causal-LM methods only: the diffusion family has its own registry-wide tests (test_diffusion_registry.py)
+CAUSAL = {name: m for name, m in all_methods().items() if m.family != "diffusion"}
+GREEDY_LOSSLESS = sorted(name for name, m in CAUSAL.items()
                          if m.lossless in ("greedy", "sampling") and "greedy" in m.modes and name != "greedy")
-SPECULATIVE = sorted(name for name, m in all_methods().items() if m.family == "speculative")
-GREEDY_MODE = sorted(name for name, m in all_methods().items() if "greedy" in m.modes)
+SPECULATIVE = sorted(name for name, m in CAUSAL.items() if m.family == "speculative")
+GREEDY_MODE = sorted(name for name, m in CAUSAL.items() if "greedy" in m.modes)
 
 
 def _draft_for(method, draft):
@@ -100,3 +102,23 @@ def test_interleaved_streams_on_one_model_are_independent(method, tiny_dirs):
                 live[i] = chunk is not None
                 got[i] += chunk or []
     assert got == alone
+
+
+@pytest.mark.parametrize("method", GREEDY_MODE)
+def test_trace_accounts_for_every_token(method, tiny_dirs):
+    """generate(trace=True): the steps' tokens are the output; a step's accepted tokens are its draft
+    nodes along the accepted path, each the child of the one before; a stop string cuts the trace
+    with the output."""
+    target = decodelab.load(tiny_dirs["llama"][0])
+    # the model drafting for itself, and a prompt that holds its own continuation: drafts get accepted
+    kw = dict(draft=_draft_for(method, target), max_new_tokens=30, ignore_eos=True, **OPTIONS.get(method, {}))
+    base = [3, 17, 5, 9]
+    prompt = base + decodelab.generate(target, base, max_new_tokens=30).tokens + base
+    out = decodelab.generate(target, prompt, method, trace=True, **kw)
+    assert [t for s in out.trace for t in s.tokens] == out.tokens and len(out.tokens) == 30
+    for s in out.trace:
+        assert [s.draft[i] for i in s.path][:s.accepted] == s.tokens[:s.accepted]
+        assert all(s.parents[b] == a for a, b in zip([-1] + s.path, s.path))
+        assert len(s.draft) == len(s.parents) and s.accepted <= len(s.path)
+    if all_methods()[method].family == "speculative":
+        assert sum(s.accepted for s in out.trace) > 0

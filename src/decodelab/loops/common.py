@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..models.base import CausalLM, prefill
+from ..types import StepTrace
 
 
 def start(model: CausalLM, prompt: torch.Tensor) -> None:
@@ -23,14 +24,25 @@ def clip(tokens: list[int], room: int, stops) -> tuple[list[int], bool]:
     return out, len(out) >= room
 
 
-def emit(req, tokens: list[int], done_so_far: int, logits: torch.Tensor) -> tuple[list[int], bool]:
-    """Clip a step's tokens (budget, stops), count them, and record their log-probabilities when
-    the request asks. logits: [K, V], row i the target's logits that token i was chosen from."""
+def emit(req, tokens: list[int], done_so_far: int, logits: torch.Tensor, tree=None,
+         path: list[int] | None = None) -> tuple[list[int], bool]:
+    """Clip a step's tokens (budget, stops), count them, and record their log-probabilities and
+    the step's trace when the request asks. logits: [K, V], row i the target's logits that token i
+    was chosen from. tree / path: the verified draft and its accepted node path (root first)."""
     out, done = clip(tokens, req.max_new_tokens - done_so_far, req.stops)
     req.stats.committed.append(len(out))
     if req.logprobs is not None:
         req.logprobs.extend(token_logprobs(logits[: len(out)], out))
+    if req.trace is not None:
+        req.trace.append(step_trace(out, tree, path))
     return out, done
+
+
+def step_trace(out: list[int], tree, path) -> StepTrace:
+    if tree is None:
+        return StepTrace(tokens=out)
+    return StepTrace(tokens=out, accepted=min(len(path) - 1, len(out)), draft=tree.tokens[1:].tolist(),
+                     parents=[p - 1 for p in tree.parent_list[1:]], path=[i - 1 for i in path[1:]])
 
 
 def token_logprobs(logits: torch.Tensor, tokens: list[int]) -> list[float]:

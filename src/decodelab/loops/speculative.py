@@ -50,7 +50,7 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             path, bonus = rejection_verify(tree, probs_from_logits(step.logits, req.sampling), draft.q, req.rng)
         target.commit(path)
         drafter.observe(draft, path, step.logits)
-        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, step.logits[path])
+        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, step.logits[path], tree, path)
         ctx = torch.cat([ctx, torch.tensor(out)])
         new += len(out)
         yield out

@@ -19,6 +19,7 @@ from ..core.sampling import check_finite
 from ..loops.common import start
 from ..options import Options, option
 from ..registry import register
+from ..types import StepTrace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +33,8 @@ def run(req, config: BeamConfig):
     tokens, logps = beam_search(req, config)
     if req.logprobs is not None:
         req.logprobs.extend(logps)
+    if req.trace is not None:
+        req.trace.append(StepTrace(tokens=tokens))  # the search's result, in one piece
     yield tokens
 
 
