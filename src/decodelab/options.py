@@ -25,9 +25,12 @@ from .errors import DecodeLabError
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choices=None):
-    """A config field: `lo`/`hi` are inclusive bounds, `above`/`below` exclusive ones."""
-    meta = {"help": help, "lo": lo, "hi": hi, "above": above, "below": below, "choices": choices}
+def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choices=None, objects=None):
+    """A config field: `lo`/`hi` are inclusive bounds, `above`/`below` exclusive ones. `objects`: a
+    type or tuple of types whose instances the option also takes as they are, from Python only
+    (a reward object or callable where the command line gives a spec string)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "above": above, "below": below, "choices": choices,
+            "objects": objects}
     return field(default=default, metadata=meta)
 
 
@@ -73,6 +76,9 @@ def check_value(name: str, value, hint, meta) -> object:
     kind, nullable = base_type(hint)
     if value is None and nullable:
         return None
+    objects = meta.get("objects")
+    if objects is not None and not isinstance(value, (str, bool, int, float)) and isinstance(value, objects):
+        return value
     got = _as_kind(value, kind)
     ok = got is not None and _in_bounds(got, meta)
     if not ok:
@@ -126,4 +132,8 @@ def allowed(hint, meta) -> str:
             text += f" {'>=' if meta.get('lo') is not None else '>'} {lo}"
         elif hi is not None:
             text += f" {'<=' if meta.get('hi') is not None else '<'} {hi}"
+    objects = meta.get("objects")
+    if objects is not None:
+        names = [t.__name__ for t in (objects if isinstance(objects, tuple) else (objects,))]
+        text += f" (from Python also a {' or a '.join(names)})"
     return text + (" or None" if nullable else "")
