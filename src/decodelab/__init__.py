@@ -11,10 +11,11 @@ from . import methods
 from .api import generate, load, stream
 from .core.sampling import SamplingConfig
 from .errors import DecodeLabError
+from .extraction import extract
 from .request import Request
 from .state import State
 from .types import DecodeOutput, DecodeStats, Draft, StepTrace, TokenTree
 
-__all__ = ["load", "generate", "stream", "methods", "State", "Request", "SamplingConfig", "DecodeLabError",
+__all__ = ["load", "generate", "stream", "extract", "methods", "State", "Request", "SamplingConfig", "DecodeLabError",
            "DecodeOutput", "DecodeStats", "Draft", "StepTrace", "TokenTree"]
 __version__ = "0.1.0"
