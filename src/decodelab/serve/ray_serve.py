@@ -4,7 +4,6 @@ over the replicas and sends a replica at most as many as its Engine admits (max_
 max_queue); every response names the replica that served it (`decodelab.instance`)."""
 from __future__ import annotations
 
-import functools
 import time
 
 from ..errors import DecodeLabError
@@ -26,9 +25,12 @@ def application(spec: dict, replicas: int, bench: dict | None = None, replica_cp
         raise DecodeLabError(f"--replicas must be at least 1, got {replicas}")
     lim = spec["limits"]
 
+    def build():  # a plain function: Ray calls a builder only when it is one (not a functools.partial)
+        return _asgi(spec, bench)
+
     @serve.deployment(name="decodelab", num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus},
                       max_ongoing_requests=lim["max_concurrent"] + lim["max_queue"])
-    @serve.ingress(functools.partial(_asgi, spec, bench))
+    @serve.ingress(build)
     class Replica:
         pass
 
