@@ -58,7 +58,7 @@ class Limits:
     max_prompt_tokens: int = 2048  # prompt tokens (after the chat template)
     max_tokens: int = 512  # max_tokens a request may ask for
     max_concurrent: int = 2  # generations decoding at once (worker threads)
-    max_queue: int = 16  # admitted requests waiting for a worker
+    max_queue: int = 64  # admitted requests waiting for a worker
     request_timeout: float = 120.0  # seconds from admission to the last token
     max_sessions: int = 64  # learning-method sessions kept (least recently used dropped)
     max_body_bytes: int = 1 << 20  # request body size
