@@ -15,6 +15,7 @@ import decodelab
 from serve.serve_helpers import start
 
 pytestmark = pytest.mark.slow
+CODE = "import os\n\n\ndef main():\n    "
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -65,7 +66,7 @@ def test_side_by_side_stream_colours_match_the_servers_stats(browser, zoo_models
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(bg.url + "/")
         page.wait_for_selector("body[data-ready='1']")
-        page.fill("#prompt", "def fibonacci(n):\n")
+        page.fill("#prompt", CODE)
         page.fill("#max_tokens", "48")
         page.select_option("#pane-a .method", "greedy")
         page.select_option("#pane-b .method", "sps")
@@ -75,7 +76,7 @@ def test_side_by_side_stream_colours_match_the_servers_stats(browser, zoo_models
         page.wait_for_selector("#pane-b[data-state='done']", timeout=60_000)
         page.screenshot(path=str(shots / "playground-side-by-side.png"), full_page=True)
         a, b = _pane(page, "a"), _pane(page, "b")
-        ref = decodelab.generate(target, "def fibonacci(n):\n", max_new_tokens=48)
+        ref = decodelab.generate(target, CODE, max_new_tokens=48)
         ref_text = target.tokenizer.decode(ref.tokens)
         # greedy: every token from the target alone, one per forward
         assert a["plain"] == a["stats"]["new_tokens"] == 48 and a["accepted"] == a["bonus"] == 0

@@ -177,7 +177,8 @@ function onChunk(el, obj, run) {
       });
       const onPath = new Set(step.path);
       const rejected = step.draft.map((t, n) => n).filter(n => !onPath.has(n));
-      for (const n of rejected.slice(0, 6)) group.append(span("tok rejected", step.draft_pieces[n]));
+      // faint and on one line: a rejected newline shows as a return sign instead of breaking the text
+      for (const n of rejected.slice(0, 6)) group.append(span("tok rejected", step.draft_pieces[n].replace(/\n/g, "\u21b5")));
       if (rejected.length > 6) group.append(span("tok rejected", `+${rejected.length - 6}`));
       out.append(group);
     }
