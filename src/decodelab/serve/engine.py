@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from .. import api
 from ..errors import DecodeLabError
-from ..models.base import MaskedDiffusionLM
 from ..registry import all_methods, get
 from ..state import State
 from ..types import DecodeStats, StepTrace
@@ -154,7 +153,7 @@ class Engine:
         self.name = name or "model"
         self.draft_name = draft_name
         self.limits = limits or Limits()
-        self.diffusion = isinstance(model, MaskedDiffusionLM)
+        self.diffusion = getattr(model, "mask_id", None) is not None  # masked diffusion LMs have a mask token
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = ThreadPoolExecutor(self.limits.max_concurrent, thread_name_prefix="decodelab-gen")
         self.active = 0  # admitted jobs, running or queued
