@@ -72,10 +72,16 @@ def test_concurrent_requests_are_spread_over_both_replicas(ray_url, zoo_models):
         d = client.completions.create(model=MODEL, prompt=p, max_tokens=32).to_dict()
         return d["decodelab"]["instance"], d["choices"][0]["token_ids"]
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(one, prompts))
-    assert len({inst for inst, _ in got}) == 2
-    assert [ids for _, ids in got] == [decodelab.generate(target, p, max_new_tokens=32).tokens for p in prompts]
+    refs = [decodelab.generate(target, p, max_new_tokens=32).tokens for p in prompts]
+    seen = set()
+    for _ in range(3):  # Ray's proxy may learn of a new replica a moment after the app reports ready
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(one, prompts))
+        assert [ids for _, ids in got] == refs
+        seen |= {inst for inst, _ in got}
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
 
 
 def _free_port() -> int:

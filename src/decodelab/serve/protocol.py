@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import DecodeLabError
 from ..registry import get
 from .engine import Engine, Job, ServeError
 
@@ -168,7 +169,7 @@ class ChatRequest(_Common):
 def get_method(name: str):
     try:
         return get(name)
-    except Exception as e:  # noqa: BLE001  (DecodeLabError: unknown method, with the known ones)
+    except DecodeLabError as e:  # unknown method: the message lists the known ones
         raise ServeError(400, str(e), param="decoding.method", code="unknown_method") from None
 
 
