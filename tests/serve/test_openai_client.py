@@ -50,6 +50,13 @@ def test_per_request_method_is_lossless_and_reports_its_stats(client, server, me
     assert ext["stats"]["tau"] == round(ref.stats.tau, 4) and ext["stats"]["committed"] == ref.stats.committed
     if method == "sps":
         assert ext["stats"]["draft_forwards"] > 0 and ext["stats"]["tau"] > 1
+    traced = _ext(client.completions.create(model=MODEL, prompt=prompt, max_tokens=32,
+                                            extra_body={"decoding": {"method": method, "trace": True, **options}}))
+    assert [len(s["tokens"]) for s in traced["trace"]] == ref.stats.committed
+    assert [s["accepted"] for s in traced["trace"]] == [s.accepted for s in
+                                                       decodelab.generate(target, prompt, method, trace=True,
+                                                                          draft=draft if method == "sps" else None,
+                                                                          max_new_tokens=32, **options).trace]
 
 
 def test_chat_uses_the_chat_template_and_equals_generate(client, server):

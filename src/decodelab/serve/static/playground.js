@@ -163,7 +163,8 @@ function onChunk(el, obj, run) {
   const secs = (performance.now() - run.t0) / 1000;
   setStat(el, "s-tokens", run.tokens);
   setStat(el, "s-tps", (run.tokens / secs).toFixed(1));
-  setStat(el, "s-tau", (run.tokens / run.steps).toFixed(2) + "…");
+  setStat(el, "s-tau", (run.tokens / run.steps).toFixed(2) + "…");  // live: one step is one target forward
+  setStat(el, "s-fwd", run.steps + "…");
   if (ext.unmasked) drawUnmasked(el, ext.unmasked, run);
   const out = $(".output", el);
   if (ext.trace && ext.trace.length) {
