@@ -209,3 +209,14 @@ def test_concurrent_streams_each_get_their_own_greedy_output(server):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, range(8)))
     assert got == refs
+
+
+def test_a_non_streaming_client_that_leaves_frees_its_slot(zoo_models, slow_steps):
+    bg = start(zoo_models[0], max_tokens=200, max_concurrent=1, max_queue=0)
+    try:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.5 s of a 10 s generation
+            httpx.post(bg.url + "/v1/completions", json=_slow() | {"stream": False}, timeout=0.5)
+        assert _wait_idle(bg.url, 3)
+        assert _post(bg.url, "/v1/completions", {"prompt": P, "max_tokens": 2}).status_code == 200
+    finally:
+        bg.stop()

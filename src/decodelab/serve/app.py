@@ -161,15 +161,19 @@ async def _respond(request: Request, engine: Engine, job, stream: bool, chat: bo
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _wait(request: Request, gen: Generation):
-    """The next event, watching for a client that leaves (None) while nothing is sent yet."""
+async def _wait(request: Request, gen: Generation, every: float = 0.5):
+    """The next event, or None once the client has left (checked every `every` seconds while
+    nothing is sent to it: a queued request, or a response built whole)."""
     while True:
-        ev = await gen.next(poll=0.5)
+        ev = await gen.next(poll=every)
+        now = gen.loop.time()
+        if now - gen.checked >= every:
+            gen.checked = now
+            if await request.is_disconnected():
+                gen.cancel()
+                return None
         if ev is not None:
             return ev
-        if await request.is_disconnected():
-            gen.cancel()
-            return None
 
 
 async def _collect(request: Request, gen: Generation, view: "_View", ev) -> Response:

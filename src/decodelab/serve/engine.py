@@ -117,6 +117,7 @@ class Generation:
         self.started = time.monotonic()
         self.deadline = loop.time() + timeout
         self.timeout = timeout
+        self.checked = loop.time()  # when the client was last seen connected (app._wait)
 
     def emit(self, event) -> None:
         """From the worker thread."""
