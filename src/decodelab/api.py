@@ -19,7 +19,7 @@ import torch
 
 from .core.sampling import SamplingConfig
 from .errors import DecodeLabError
-from .models.base import CausalLM
+from .models.base import CausalLM, MaskedDiffusionLM
 from .models.hf import HFCausalLM
 from .registry import Method, all_methods, get
 from .request import Request
@@ -61,10 +61,9 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
         config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001  (hub, parse and remote-code errors all mean "not a model")
         raise DecodeLabError(f"'{src}' is not a loadable model: {_first_line(e)}") from None
-    arch = " ".join(getattr(config, "architectures", None) or [])
-    if "MaskedLM" in arch:  # a masked diffusion LM: its own adapter, for the diffusion loop
-        from .models.hf_diffusion import HFDiffusionLM
+    from .models.hf_diffusion import HFDiffusionLM, is_masked_diffusion
 
+    if is_masked_diffusion(config):  # a masked diffusion LM: its own adapter, for the diffusion loop
         return HFDiffusionLM.from_pretrained(src, device=device, dtype=dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=dtype, use_safetensors=True,
@@ -160,6 +159,7 @@ def _counted(chunks, req: Request):
         stats.target_forwards = target.counter.forwards
         stats.target_tokens_scored = target.counter.tokens
         stats.prefill_forwards = target.counter.prefill_forwards
+        stats.forwarded_tokens = target.counter.tokens + target.counter.prefill_tokens
         if draft is not None:
             stats.draft_forwards = draft.counter.forwards + draft.counter.prefill_forwards
             stats.draft_tokens_scored = draft.counter.tokens + draft.counter.prefill_tokens
@@ -221,17 +221,16 @@ def _is_batch(prompt, messages) -> bool:
 
 def _adapt(model, tokenizer) -> CausalLM:
     """Pass adapters through; wrap a transformers model in HFCausalLM (cheap: no weights copied)."""
-    if isinstance(model, CausalLM):
+    if isinstance(model, (CausalLM, MaskedDiffusionLM)):
         if tokenizer is not None and getattr(model, "tokenizer", None) is None:
             model.tokenizer = tokenizer
         return model
     from transformers import PreTrainedModel
 
+    from .models.hf_diffusion import HFDiffusionLM, is_masked_diffusion
+
     if isinstance(model, PreTrainedModel):
-        return HFCausalLM(model, tokenizer)
-    if hasattr(model, "mask_id"):
-        raise DecodeLabError("this is a masked diffusion LM; the causal decoding methods need a causal LM "
-                             "(AutoModelForCausalLM)")
+        return HFDiffusionLM(model, tokenizer) if is_masked_diffusion(model) else HFCausalLM(model, tokenizer)
     raise DecodeLabError(f"expected a decodelab model (decodelab.load) or a transformers model, got "
                          f"{type(model).__name__}")
 
@@ -310,6 +309,13 @@ def _positive_int(name: str, value) -> int:
 
 
 def _check(spec, target, draft, ids, max_new_tokens, sampling) -> None:
+    if (spec.family == "diffusion") != isinstance(target, MaskedDiffusionLM):
+        if spec.family == "diffusion":
+            raise DecodeLabError(f"method '{spec.name}' decodes masked diffusion LMs; this model is a causal LM "
+                                 "(use a causal method such as greedy, or load a masked diffusion LM)")
+        raise DecodeLabError(f"this is a masked diffusion LM; method '{spec.name}' ({spec.family}) needs a causal LM; "
+                             "use a diffusion method: " + ", ".join(n for n, m in all_methods().items()
+                                                                     if m.family == "diffusion"))
     if target.max_length is not None and len(ids) + max_new_tokens > target.max_length:
         raise DecodeLabError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                              f"model's context of {target.max_length} tokens")

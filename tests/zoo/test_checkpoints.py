@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from decodelab import zoo
 
@@ -61,18 +61,21 @@ def test_decodelab_load(name):
 
 @pytest.mark.parametrize("name", MASKED)
 def test_masked_checkpoint_loads_and_decodes(name):
-    from decodelab.loops.diffusion import decode
+    """Stock transformers loads it with the Auto class its card names; decodelab.load gives the
+    diffusion adapter, which decodes one position per step."""
+    import transformers
+
+    import decodelab
     from decodelab.models.hf_diffusion import HFDiffusionLM
 
     path = _bundled(name)
-    model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(path))
-    lm = HFDiffusionLM(model, tok)
-    assert lm.mask_id == tok.mask_token_id
+    card = json.loads((path / "card.json").read_text())
+    getattr(transformers, card["auto_class"]).from_pretrained(str(path), dtype=torch.float32)
+    lm = decodelab.load(f"zoo:{name}")
+    assert isinstance(lm, HFDiffusionLM) and lm.mask_id == lm.tokenizer.mask_token_id
     prompt = "def add(a, b):\n" if name.startswith("code") else "copy: Ann, Bob, Cid =>"
-    r = decode(lm, tok(prompt, add_special_tokens=False)["input_ids"], gen_length=6)
-    assert len(r.canvas) == 6 and lm.mask_id not in r.canvas and r.steps == 6
-    assert sorted(r.order) == list(range(6))
+    chunks = list(decodelab.stream(lm, prompt, "llada", max_new_tokens=6, ignore_eos=True))
+    assert len(chunks) == 6 and sorted(p for c in chunks for p in c.positions) == list(range(6))
 
 
 @pytest.mark.parametrize("name, floors", [
@@ -81,10 +84,12 @@ def test_masked_checkpoint_loads_and_decodes(name):
 ])
 def test_task_models_solve_their_tasks(name, floors):
     """The issue's quality bars, re-measured on 40 test-split examples per task (the cards use 200)."""
+    import transformers
+
     from decodelab.zoo.evaluate import task_accuracy
 
     path = _bundled(name)
-    cls = AutoModelForMaskedLM if zoo.RECIPES[name].kind == "mdlm" else AutoModelForCausalLM
+    cls = getattr(transformers, json.loads((path / "card.json").read_text())["auto_class"])
     model = cls.from_pretrained(str(path), dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(path))
     acc = task_accuracy(model, tok, zoo.RECIPES[name].kind, n=40, task_names=list(floors))

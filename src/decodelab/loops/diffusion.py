@@ -1,84 +1,277 @@
-"""Masked diffusion decoding, LLaDA-style baseline (low-confidence remasking).
+"""The diffusion loop: masked diffusion decoding of one canvas. Methods supply an unmask policy
+(and optionally a step schedule, a cache policy and draft verification); the loop owns the
+canvas, the forwards, the commits, the counts and what each step yields.
 
-Canvas = prompt + ``gen_length`` mask tokens. Each step runs one forward over the whole
-canvas, takes x0 = argmax of the logits at every masked position with confidence
-p(x0) (the mask token itself excluded), and commits the ``tokens_per_step`` most confident masked positions; the rest stay
-masked. Decoding ends when no mask is left. The answer is the generated region cut at the
-first end-of-text. Later methods (other unmasking rules, semi-autoregressive blocks,
-remasking) plug in on top of this loop.
+Canvas = prompt + G mask tokens, G = max_new_tokens. It is decoded in semi-autoregressive blocks
+of `block_length` positions (one block of G when None), left to right; a block ends when it has
+no mask left. Each step:
+  1. one forward scores the block's positions (the cache policy decides what is forwarded);
+  2. core.unmask.propose gives each position a token x0 and its confidence p(x0);
+  3. the policy picks which masked positions of the block to unmask (`Policy.select`);
+  4. the loop writes x0 there and yields.
+
+Cache policies (Fast-dLLM, arXiv 2505.22618), for adapters with the "kv_cache" capability:
+  none    every step forwards the whole canvas
+  prefix  a block's first step forwards the whole canvas and keeps the keys and values of the
+          positions before the block; its later steps forward the block and everything after it
+  dual    also keeps the positions after the block; later steps forward the block alone
+The kept entries are computed once per block, while the block is still masked: an approximation
+(bidirectional attention would update them as the block fills), exact at each block's first step.
+
+Draft verification (FreeDave, arXiv 2510.00294), `drafts=K`, greedy only: draft j commits the
+next j scheduled steps at once, ranked from this step's logits; one batched forward scores the
+drafts; draft j + 1 is accepted while it equals one scheduled step of the policy taken from draft
+j's logits, so the output is exactly the one-step-at-a-time output. The accepted draft's logits
+carry over to the next step without a forward.
+
+What a step yields (`Unmasked`): as a list, the tokens that became final in reading order (the
+decoded prefix of the region grew by them), which is what stream() and generate() collect, cut
+just after the first stop token as in every family; `.positions` / `.tokens`: what the step
+unmasked, as offsets into the region and token ids in commit order (the unmasking order a UI can
+draw). With stop tokens, decoding ends once the decoded prefix holds one: what follows cannot
+change the output. Counts: `stats.unmasked` gets the positions each forward unmasked, the
+adapter's counter the forwards and the forwarded tokens (a cached step forwards fewer).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Protocol
 
 import torch
 
-from decodelab.errors import DecodeLabError
+from ..core import unmask
+from ..core.sampling import check_finite
+from ..errors import DecodeLabError
+
+CACHES = ("none", "prefix", "dual")
 
 
-@dataclass
-class DiffusionResult:
-    ids: list[int]  # generated tokens up to (not including) the first end-of-text
-    canvas: list[int]  # the full decoded generation region (gen_length tokens)
-    steps: int  # forward passes used
-    order: list[int]  # generation-region offsets in the order they were committed
+@dataclass(frozen=True)
+class View:
+    """One step as a policy sees it: the rows of the current block."""
+
+    logits: torch.Tensor  # [b, V] float32
+    x0: torch.Tensor  # [b] proposed tokens
+    conf: torch.Tensor  # [b] float64 p(x0); -inf at positions already unmasked
+    masked: torch.Tensor  # [b] bool
+    k: int | None  # positions the step schedule asks for (None: no schedule)
+    step: int  # steps taken in this block so far
+    steps: int | None  # steps the schedule gives this block (None: no schedule)
+    block: int
+    eos: frozenset[int]  # the model's end-of-text ids (whatever the request's stops)
+    rng: torch.Generator | None
 
 
-def decode(model, prompt_ids, gen_length: int, tokens_per_step: int = 1) -> DiffusionResult:
-    """Decode one prompt; see :func:`decode_batch`."""
-    return decode_batch(model, [list(prompt_ids)], gen_length, tokens_per_step)[0]
+class Policy(Protocol):
+    def select(self, view: View) -> torch.Tensor:
+        """Block-relative indices of masked positions to unmask now, in commit order (>= 1)."""
 
 
-@torch.inference_mode()
-def decode_batch(model, prompts: list[list[int]], gen_length: int, tokens_per_step: int = 1) -> list[DiffusionResult]:
-    """Decode several prompts at once (rows right-padded; the result equals one-at-a-time).
+# (block size, block index) -> positions each step of that block unmasks
+Schedule = Callable[[int, int], list[int]]
 
-    ``model`` is an :class:`decodelab.models.hf_diffusion.HFDiffusionLM` (anything with
-    ``mask_id``, ``eos_id`` and ``logits_batch(canvases, attention_mask, positions)``).
-    """
-    if gen_length <= 0:
-        raise DecodeLabError("gen_length must be positive")
-    if tokens_per_step <= 0:
-        raise DecodeLabError("tokens_per_step must be positive")
-    if not prompts:
-        return []
-    mask_id = model.mask_id
-    B = len(prompts)
-    lens = [len(p) for p in prompts]
-    width = max(lens) + gen_length
-    pad = model.eos_id if model.eos_id is not None else mask_id
-    canvas = torch.full((B, width), pad, dtype=torch.long)
-    att = torch.zeros((B, width), dtype=torch.long)
-    gen_pos = torch.zeros((B, gen_length), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        canvas[b, : lens[b]] = torch.tensor(p, dtype=torch.long)
-        canvas[b, lens[b] : lens[b] + gen_length] = mask_id
-        att[b, : lens[b] + gen_length] = 1
-        gen_pos[b] = torch.arange(lens[b], lens[b] + gen_length)
-    orders: list[list[int]] = [[] for _ in range(B)]
-    steps = 0
-    while True:
-        region = canvas.gather(1, gen_pos)  # [B, G]
-        masked = region == mask_id
-        if not masked.any():
+
+class Ranked:
+    """Unmask the k masked positions with the highest score(view) (LLaDA's low-confidence
+    remasking when the score is the confidence); k from the schedule."""
+
+    def __init__(self, score: Callable[[View], torch.Tensor] = lambda v: v.conf):
+        self.score = score
+
+    def select(self, view: View) -> torch.Tensor:
+        score = self.score(view).masked_fill(~view.masked, -float("inf"))
+        return unmask.top_k(score, view.k)
+
+
+class Unmasked(list):
+    """What one step decoded: see the module docstring."""
+
+    def __init__(self, tokens, positions, unmasked):
+        super().__init__(tokens)
+        self.positions, self.tokens = positions, unmasked
+
+
+def blocks(gen_length: int, block_length: int | None) -> int:
+    """The block length; refuses one that does not divide the canvas (as LLaDA asserts)."""
+    b = gen_length if block_length is None else block_length
+    if b > gen_length or gen_length % b:
+        raise DecodeLabError(f"block_length ({b}) must divide max_new_tokens ({gen_length}), the canvas length")
+    return b
+
+
+def even_schedule(gen_length: int, block_length: int | None, steps: int | None) -> Schedule:
+    """LLaDA's schedule: `steps` split evenly over the blocks, each block's masks split evenly
+    over its steps (None: one position per step)."""
+    b = blocks(gen_length, block_length)
+    n_blocks = gen_length // b
+    steps = gen_length if steps is None else steps
+    if steps % n_blocks or steps > gen_length:
+        raise DecodeLabError(f"steps ({steps}) must be a multiple of the number of blocks ({n_blocks}) and at "
+                             f"most max_new_tokens ({gen_length}): a step that unmasks nothing wastes a forward")
+    return lambda size, block: unmask.even_split(size, steps // n_blocks)
+
+
+class _Forwards:
+    """The forwards of one generation under a cache policy; returns logits at the block's rows."""
+
+    def __init__(self, lm, cache: str):
+        if cache not in CACHES:
+            raise DecodeLabError(f"cache must be one of {', '.join(CACHES)}, got {cache!r}")
+        if cache != "none" and "kv_cache" not in lm.capabilities:
+            raise DecodeLabError(f"cache={cache!r} needs a model with a KV cache (capability kv_cache); "
+                                 f"{type(lm.model).__name__} has none: use cache='none', or a decoder diffusion LM "
+                                 "such as zoo:tasks-mdlm-llama")
+        self.lm, self.cache = lm, cache
+
+    def __call__(self, canvas: torch.Tensor, lo: int, hi: int, first: bool) -> torch.Tensor:
+        n, rows = len(canvas), torch.arange(lo, hi)
+        if self.cache == "none":
+            return self.lm.logits(canvas, rows)
+        if first:  # the whole canvas; keep what lies outside the block (dual) or before it (prefix)
+            keep = torch.arange(lo) if self.cache == "prefix" else torch.cat([torch.arange(lo), torch.arange(hi, n)])
+            return self.lm.logits(canvas, rows, keep=keep)
+        end = n if self.cache == "prefix" else hi
+        return self.lm.logits_cached(canvas[lo:end], torch.arange(lo, end), torch.arange(hi - lo))
+
+
+class _Output:
+    """Emission in reading order: the decoded prefix of the region, log-probabilities, stops."""
+
+    def __init__(self, req, prompt_len: int):
+        self.req, self.p = req, prompt_len
+        self.front = 0  # region offsets below this are decoded and emitted
+        self.logp: dict[int, float] = {}
+        self.done = False
+
+    def chunk(self, canvas, mask_id: int, positions: list[int], tokens: list[int]) -> Unmasked:
+        region = canvas[self.p:].tolist()
+        start = self.front
+        while self.front < len(region) and region[self.front] != mask_id:
+            self.front += 1
+        out = region[start:self.front]
+        for i, t in enumerate(out):
+            if t in self.req.stops:
+                out, self.done = out[: i + 1], True
+                break
+        self.done = self.done or self.front == len(region)
+        if self.req.logprobs is not None:
+            self.req.logprobs.extend(self.logp.pop(start + i) for i in range(len(out)))
+        self.req.stats.committed.append(len(out))
+        return Unmasked(out, positions, tokens)
+
+
+def decode(req, policy: Policy, *, block_length: int | None = None, schedule: Schedule | None = None,
+           cache: str = "none", drafts: int = 1) -> Iterator[Unmasked]:
+    """Decode req (a Request whose target is a MaskedDiffusionLM) with `policy`; see the module
+    docstring. drafts > 1: FreeDave verification of up to that many scheduled steps per forward.
+    Bad settings are refused here, before anything runs."""
+    b = blocks(req.max_new_tokens, block_length)
+    if drafts > 1 and (schedule is None or not req.greedy or cache != "none"):
+        raise DecodeLabError("draft verification needs a step schedule, greedy decoding and no cache")
+    return _decode(req, policy, b, schedule, _Forwards(req.target, cache), drafts)
+
+
+def _decode(req, policy, b, schedule, forward, drafts) -> Iterator[Unmasked]:
+    lm, G, P = req.target, req.max_new_tokens, len(req.prompt)
+    canvas = torch.cat([req.prompt, torch.full((G,), lm.mask_id, dtype=torch.long)])  # [P + G]
+    out, tally = _Output(req, P), _Tally(req.stats)
+    eos = frozenset(lm.eos_token_ids)
+    try:
+        for block in range(G // b):
+            lo, hi = P + block * b, P + (block + 1) * b
+            counts = schedule(b, block) if schedule is not None else None
+            step, carried = 0, None
+            while bool((canvas[lo:hi] == lm.mask_id).any()):
+                if carried is None:
+                    tally.forward()
+                    logits = forward(canvas, lo, hi, first=step == 0)  # [b, V]
+                else:
+                    logits, carried = carried, None
+                view = _view(req, lm, canvas[lo:hi], logits, counts, step, block, eos)
+                pick = _checked(policy.select(view), view)
+                _commit(req, canvas, lo, view, pick, out, tally)
+                step += 1
+                if drafts > 1 and step < len(counts):
+                    extra, more, carried = _verify(req, lm, policy, canvas, lo, hi, view, pick, counts, drafts, tally)
+                    _commit(req, canvas, lo, view, extra, out, tally)
+                    pick, step = torch.cat([pick, extra]), step + more
+                yield out.chunk(canvas, lm.mask_id, (pick + lo - P).tolist(), view.x0[pick].tolist())
+                if out.done:
+                    return
+    finally:
+        tally.close()
+
+
+class _Tally:
+    """stats.unmasked: the positions unmasked after each forward, until the next one."""
+
+    def __init__(self, stats):
+        self.stats, self.pending, self.started = stats, 0, False
+
+    def forward(self) -> None:
+        if self.started:
+            self.stats.unmasked.append(self.pending)
+        self.started, self.pending = True, 0
+
+    def close(self) -> None:
+        if self.started:
+            self.stats.unmasked.append(self.pending)
+            self.started = False
+
+
+def _verify(req, lm, policy, canvas, lo, hi, view: View, pick, counts, drafts, tally):
+    """FreeDave after the step `pick` (already written to canvas): draft j adds the next j
+    scheduled steps, ranked from the same logits; one batched forward scores the drafts; draft
+    j + 1 is kept while one step of the policy from draft j's logits gives exactly it. Returns
+    (the positions the kept draft adds, the steps it takes, its logits or None when it fills the block)."""
+    step = view.step + 1
+    n = min(drafts - 1, len(counts) - step)  # drafts beyond the certain step
+    ranked = [_checked(policy.select(replace(view, k=sum(counts[view.step:step + j]))), view)
+              for j in range(1, n + 1)]
+    if any(not torch.equal(r[: len(pick)], pick) for r in ranked):
+        raise RuntimeError("draft verification needs a policy that ranks positions (top-k of a score)")
+    cands = [canvas.clone()]  # cands[j]: the canvas after j drafted steps (cands[0]: after `pick`)
+    for r in ranked:
+        c = canvas.clone()
+        c[lo + r] = view.x0[r]
+        cands.append(c)
+    scored = [c for c in cands if bool((c[lo:hi] == lm.mask_id).any())]  # a full block needs no logits
+    tally.forward()
+    logits = lm.logits(torch.stack(scored), torch.arange(lo, hi))  # [D, b, V]
+    kept = 0
+    while kept < n:
+        v = _view(req, lm, cands[kept][lo:hi], logits[kept], counts, step + kept, view.block, view.eos)
+        t = _checked(policy.select(v), v)
+        target = cands[kept].clone()
+        target[lo + t] = v.x0[t]
+        if not torch.equal(target, cands[kept + 1]):
             break
-        lg = model.logits_batch(canvas, att, positions=gen_pos).cpu()  # [B, G, V]
-        lg[..., mask_id] = float("-inf")  # never "decode" a mask: every step commits real tokens
-        steps += 1
-        probs = torch.softmax(lg, dim=-1)
-        conf, x0 = probs.max(dim=-1)  # [B, G]
-        conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
-        for b in range(B):
-            k = min(tokens_per_step, int(masked[b].sum()))
-            if k == 0:
-                continue
-            pick = torch.topk(conf[b], k).indices
-            canvas[b, gen_pos[b, pick]] = x0[b, pick]
-            orders[b].extend(pick.tolist())
-    out = []
-    eos = model.eos_id
-    for b in range(B):
-        region = canvas[b, gen_pos[b]].tolist()
-        ids = region[: region.index(eos)] if eos is not None and eos in region else region
-        out.append(DiffusionResult(ids=ids, canvas=region, steps=steps, order=orders[b]))
-    return out
+        kept += 1
+    extra = ranked[kept - 1][len(pick):] if kept else pick[:0]
+    carried = logits[kept] if kept < len(scored) else None
+    return extra, kept, carried
+
+
+def _view(req, lm, block_ids, logits, counts, step, block, eos) -> View:
+    check_finite(logits)
+    x0, conf = unmask.propose(logits, req.sampling, req.rng, lm.mask_id)
+    masked = block_ids == lm.mask_id
+    conf = conf.masked_fill(~masked, -float("inf"))
+    k = counts[step] if counts is not None and step < len(counts) else None
+    return View(logits, x0, conf, masked, k, step, None if counts is None else len(counts), block, eos,
+                req.rng)
+
+
+def _checked(pick, view: View) -> torch.Tensor:
+    pick = torch.as_tensor(pick, dtype=torch.long).reshape(-1)
+    if not len(pick) or len(set(pick.tolist())) != len(pick) or not bool(view.masked[pick].all()):
+        raise RuntimeError("an unmask policy must pick at least one masked position of the block, each once")
+    return pick
+
+
+def _commit(req, canvas, lo, view: View, pick, out: _Output, tally: _Tally) -> None:
+    canvas[lo + pick] = view.x0[pick]
+    tally.pending += len(pick)
+    if req.logprobs is not None:  # log p of each unmasked token under the logits it was chosen from
+        lp = torch.log_softmax(view.logits[pick].float(), dim=-1).gather(-1, view.x0[pick][:, None])[:, 0]
+        out.logp.update(zip((pick + lo - len(req.prompt)).tolist(), lp.tolist()))

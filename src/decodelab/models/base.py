@@ -1,10 +1,14 @@
-"""The CausalLM protocol every decoding loop talks to, and helpers built only on it.
+"""The adapter protocols the decoding loops talk to (CausalLM; MaskedDiffusionLM for the
+diffusion loop), and helpers built only on them.
 
 Capabilities an adapter may declare (the registry refuses a method whose needs are missing):
   "tree_mask"      forward() takes a [N, N] attention mask among the new tokens
   "hidden_states"  forward(hidden=True) returns the last hidden states
   "batch"          forward() takes [B, N] ids; select(rows) keeps/reorders/repeats cache rows
+                   (diffusion: logits() takes [B, N] canvases)
   "rewind"         truncate() and commit() may drop cached tokens (every speculative method needs it)
+  "kv_cache"       diffusion: logits(keep=...) keeps keys and values and logits_cached() reuses
+                   them (Fast-dLLM's prefix and dual caches)
 """
 from __future__ import annotations
 
@@ -110,3 +114,34 @@ def sync(model: CausalLM, ctx: torch.Tensor) -> torch.Tensor:
     model.truncate(n)
     new = ctx[n:]
     return model.forward(new, torch.arange(n, len(ctx))).logits[-1]
+
+
+@runtime_checkable
+class MaskedDiffusionLM(Protocol):
+    """A masked diffusion LM: one bidirectional forward scores a whole canvas (prompt + partly
+    masked answer). `mask_id` marks undecided positions. Logits are returned only at the rows
+    asked for (the output head is a small model's largest cost), always as float32."""
+
+    capabilities: frozenset[str]
+    tokenizer: object | None
+    vocab_size: int
+    max_length: int | None  # context length in tokens, None if unbounded
+    counter: Counter  # forwards and forwarded tokens
+    mask_id: int
+
+    @property
+    def eos_token_ids(self) -> list[int]: ...
+
+    def fresh(self) -> "MaskedDiffusionLM": ...  # same weights, own counter and KV cache
+
+    def logits(self, canvas: torch.Tensor, rows: torch.Tensor | None = None,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """canvas [N] (or [B, N]) -> logits [R, V] (or [B, R, V]) at `rows` [R] (all when None).
+        keep [C] (needs "kv_cache", batch 1): positions whose keys and values this forward leaves
+        in the cache, replacing what it held."""
+
+    def logits_cached(self, ids: torch.Tensor, positions: torch.Tensor,
+                      rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward only ids [M] at `positions` [M], attending to the cached keys and values and to
+        each other, bidirectionally; -> [R, V] at `rows` (indices into ids). The cache is left as
+        it was. Needs "kv_cache"."""

@@ -1,7 +1,8 @@
 """Measured figures for the model cards.
 
 - ``task_accuracy``: greedy decoding (causal) or one-token-per-step masked diffusion
-  decoding (mdlm) on the test split, scored with :func:`decodelab.zoo.tasks.score`.
+  decoding (mdlm; the `llada` method, low-confidence remasking) on the test split, scored
+  with :func:`decodelab.zoo.tasks.score`.
 - ``draft_agreement``: greedy top-1 agreement of a draft with its target along the
   target's greedy path on held-out code prefixes (what speculative acceptance rides on).
 - ``mdlm_sample``: a code-mdlm completion of a held-out prefix.
@@ -45,16 +46,19 @@ def ar_generate(model, tok, prompts: list[str], max_new_tokens: int = 48, batch_
     return outs
 
 
-def mdlm_generate(model, tok, prompts: list[str], gen_length: int = 24, tokens_per_step: int = 1) -> list[str]:
-    from decodelab.loops.diffusion import decode_batch
+def mdlm_generate(model, tok, prompts: list[str], gen_length: int = 24) -> list[str]:
+    """One-token-per-step masked diffusion continuations (`llada`, low-confidence remasking; text,
+    cut at the first end-of-text) of ``prompts``."""
+    import decodelab
     from decodelab.models.hf_diffusion import HFDiffusionLM
 
     adapter = HFDiffusionLM(model, tok)
     outs: list[str] = []
-    for i in range(0, len(prompts), 100):
-        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + 100]]
-        for r in decode_batch(adapter, ids, gen_length, tokens_per_step):
-            outs.append(tok.decode(r.ids))
+    for p in prompts:
+        out = decodelab.generate(adapter, tok(p, add_special_tokens=False)["input_ids"], "llada",
+                                 max_new_tokens=gen_length)
+        ids = out.tokens[:-1] if out.tokens and out.tokens[-1] == tok.eos_token_id else out.tokens
+        outs.append(tok.decode(ids))
     return outs
 
 
@@ -98,13 +102,14 @@ def draft_agreement(draft, target, tok, n_prefixes: int = 64, prefix_tokens: int
 
 
 def mdlm_sample(model, tok, prefix_tokens: int = 48, gen_length: int = 48, seed: int = 3) -> str:
-    from decodelab.loops.diffusion import decode
+    import decodelab
     from decodelab.models.hf_diffusion import HFDiffusionLM
     from decodelab.zoo.corpus import heldout_prefixes
 
     prefix = heldout_prefixes(1, prefix_tokens, seed, tokenizer=tok)[0]
-    r = decode(HFDiffusionLM(model, tok), tok(prefix, add_special_tokens=False)["input_ids"], gen_length, 1)
-    return prefix + tok.decode(r.canvas).replace(tok.eos_token, "\n")
+    out = decodelab.generate(HFDiffusionLM(model, tok), tok(prefix, add_special_tokens=False)["input_ids"], "llada",
+                             max_new_tokens=gen_length, ignore_eos=True)  # the whole canvas, one token per step
+    return prefix + tok.decode(out.tokens).replace(tok.eos_token, "\n")
 
 
 def main() -> None:
