@@ -90,26 +90,52 @@ def cmd_bench(args) -> int:
     names = opts.get("workloads", ["humaneval"])
     if isinstance(names, str):
         names = [names]
-    models = [(m, None) if isinstance(m, str) else (m["target"], m.get("draft")) for m in opts.get("models", [])]
-    cells = grid.cells_for(models, list(names))  # unknown workload: fails here, before loading
-    strict = bool(rows)
+    models, extra = _models(opts.get("models", []))
+    # unknown workload: fails here, before loading; with only diffusion rows, the zoo's diffusion models
+    cells = grid.cells_for(models, list(names), diffusion=bool(rows) and all(r.diffusion for r in rows))
+    strict = bool(rows) or any(e["rows"] for e in extra.values())
     if not rows:
         from ..registry import all_methods
 
-        rows = [make_row(name, {}) for name in all_methods()]
+        rows = [make_row(name, {}) for name in all_methods()] if not strict else []
     settings = Settings(repeats=opts.get("repeats", 3), warmup=opts.get("warmup", 1), seed=opts.get("seed", 0),
                         limit=opts.get("limit"), max_new_tokens=opts.get("max_new_tokens"),
                         ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"),
                         threads=opts.get("threads"))
     quiet_transformers()
     results = grid.run(cells, rows, settings, peers_on=opts.get("peers", True), ray=opts.get("ray"),
-                       progress=not args.no_progress, strict=strict)
+                       progress=not args.no_progress, strict=strict, extra=extra)
     out = opts.get("out", "bench-out")
     path = report.save(results, out)
     written = report.render(results, out, plots=not args.no_plots)
     print(report.markdown(results))
     print(f"wrote {path}, " + ", ".join(str(p) for p in written), file=sys.stderr)
     return _exit_code(results)
+
+
+MODEL_KEYS = {"target", "draft", "workloads", "methods", "limit"}
+
+
+def _models(entries) -> tuple[list[tuple], dict]:
+    """A suite's models: "DIR" or {target, draft, workloads, methods, limit}; workloads (that
+    model's cells, instead of the [bench] list), methods (rows for that model only, besides the
+    [[method]] rows) and limit (its prompt count) let one run cover models that take different
+    workloads, rows and budgets. Returns (models, {target: {"rows": [...], "limit": n}})."""
+    from .rows import parse_row
+
+    models, extra = [], {}
+    for m in entries:
+        if isinstance(m, str):
+            models.append((m, None))
+            continue
+        if not isinstance(m, dict) or "target" not in m or set(m) - MODEL_KEYS:
+            raise DecodeLabError(f"a suite model is a path or a table with target and optionally "
+                                 f"{', '.join(sorted(MODEL_KEYS - {'target'}))}; got {m!r}")
+        models.append((m["target"], m.get("draft"), list(m.get("workloads") or [])))
+        own = {"rows": [parse_row(x) for x in m.get("methods") or []], "limit": m.get("limit")}
+        if own["rows"] or own["limit"] is not None:
+            extra[m["target"]] = own
+    return models, extra
 
 
 def cmd_report(args) -> int:

@@ -9,6 +9,7 @@ merge into the same results dict; only the timings differ.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -23,16 +24,43 @@ from .runner import Settings, Unit, run_unit, with_references
 SCHEMA = 1
 
 
-def cells_for(models: list[tuple[str, str | None]], names: list[str]) -> list[tuple[str, str | None, str]]:
-    """(model, draft, workload) cells: every model x every workload; with no model given, each
-    workload's default zoo model(s)."""
+def cells_for(models: list[tuple], names: list[str], diffusion: bool = False) -> list[tuple[str, str | None, str]]:
+    """(model, draft, workload) cells: every model x every workload; a model given as (target,
+    draft, workloads) gets its own workloads instead. With no model given, each workload's default
+    zoo model(s) (the masked diffusion ones when `diffusion`: every row is a diffusion method)."""
     for n in names:
         workloads.family(n)  # unknown workload -> DecodeLabError, before anything loads
-    cells = [(m, d, w) for m, d in models for w in names] if models else \
-        [(*workloads.default_model(w), w) for w in names]
+    cells = []
+    for m in models:
+        own = m[2] if len(m) > 2 and m[2] else names
+        for w in own:
+            workloads.family(w)
+        cells += [(m[0], m[1], w) for w in own]
+    if not models:
+        cells = [(*workloads.default_model(w, diffusion), w) for w in names]
     for src in {s for m, d, _ in cells for s in (m, d) if s}:
         check_model(src)
     return cells
+
+
+def is_diffusion_model(src: str) -> bool:
+    """Whether `src` (zoo:NAME or a model directory) is a masked diffusion LM, read from its
+    config.json without loading weights (hub names: False, they load as causal LMs or fail)."""
+    import json
+    from pathlib import Path
+
+    from ..models.hf_diffusion import is_masked_diffusion
+
+    if src.startswith("zoo:"):
+        from .. import zoo
+
+        path = zoo.resolve(src[4:])
+    else:
+        path = Path(src).expanduser()
+    try:
+        return is_masked_diffusion(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError):
+        return False
 
 
 def check_model(src: str) -> None:
@@ -49,13 +77,28 @@ def check_model(src: str) -> None:
 
 
 def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, split: bool = False,
-         strict: bool = True) -> list[Unit]:
+         strict: bool = True, extra: dict[str, dict] | None = None) -> list[Unit]:
     """Units for the cells. strict: a row that needs a draft in a cell without one is an error
-    (rows the user named); otherwise it is left out of that cell (default rows)."""
+    (rows the user named); otherwise it is left out of that cell (default rows). A row runs only
+    on models of its family: diffusion methods on masked diffusion LMs, the others on causal LMs;
+    a diffusion cell's baseline is the one-token-per-step llada, and it has no transformers
+    peers. extra: model -> {"rows": rows for that model only, "limit": its prompt count} (a suite
+    file's per-model methods and limit)."""
     units: list[Unit] = []
     for model, draft, wl in cells:
-        cell_rows = [r for r in rows if draft is not None or not r.needs_draft]
-        skipped = [r.label for r in rows if r not in cell_rows]
+        diffusion = is_diffusion_model(model)
+        own = (extra or {}).get(model, {})
+        pool = rows + [r for r in own.get("rows", []) if r.label not in {x.label for x in rows}]
+        if own.get("limit") is not None:
+            settings_cell = dataclasses.replace(settings, limit=own["limit"])
+        else:
+            settings_cell = settings
+        pool = [r for r in pool if r.diffusion == diffusion]
+        if diffusion:
+            units += _diffusion_units(len(units), model, wl, pool, settings_cell, split)
+            continue
+        cell_rows = [r for r in pool if draft is not None or not r.needs_draft]
+        skipped = [r.label for r in pool if r not in cell_rows]
         if skipped and strict:
             raise DecodeLabError(f"row(s) {', '.join(skipped)} need a draft model and {model} has none (--draft)")
         labels = {r.label for r in cell_rows}  # the peers at transformers' defaults, besides any variants given
@@ -67,15 +110,32 @@ def plan(cells, rows: list[Row], settings: Settings, peers_on: bool = True, spli
         refs = [r for r in all_rows if r.label in REFERENCES]
         if not split:
             labels = tuple(r.label for r in all_rows)
-            units.append(Unit(len(units), model, draft, wl, tuple(all_rows), labels, settings))
+            units.append(Unit(len(units), model, draft, wl, tuple(all_rows), labels, settings_cell))
             continue
-        units.append(Unit(len(units), model, draft, wl, tuple(refs), tuple(r.label for r in refs), settings))
+        units.append(Unit(len(units), model, draft, wl, tuple(refs), tuple(r.label for r in refs), settings_cell))
         by_label = {r.label: r for r in all_rows}
         for r in all_rows:
             if r.label not in REFERENCES:
                 peer = metrics.peer_label(r, set(by_label))  # its transformers counterpart runs alongside
-                extra = (by_label[peer],) if peer and peer not in REFERENCES else ()
-                units.append(Unit(len(units), model, draft, wl, tuple(refs) + extra + (r,), (r.label,), settings))
+                companion = (by_label[peer],) if peer and peer not in REFERENCES else ()
+                units.append(Unit(len(units), model, draft, wl, tuple(refs) + companion + (r,), (r.label,),
+                                  settings_cell))
+    return units
+
+
+def _diffusion_units(uid: int, model: str, wl: str, rows: list[Row], settings: Settings,
+                     split: bool) -> list[Unit]:
+    """A diffusion cell: the llada references first; split: one unit per row, each with the
+    one-token-per-step reference and the reference it must equal."""
+    all_rows = with_references(rows, peers_on=False, diffusion=True)
+    if not split:
+        return [Unit(uid, model, None, wl, tuple(all_rows), tuple(r.label for r in all_rows), settings, "llada")]
+    by_label = {r.label: r for r in all_rows}
+    units = [Unit(uid, model, None, wl, (by_label["llada"],), ("llada",), settings, "llada")]
+    for r in all_rows:
+        if r.label != "llada":
+            refs = [by_label["llada"]] + ([by_label[r.reference()]] if r.reference() not in ("llada", r.label) else [])
+            units.append(Unit(uid + len(units), model, None, wl, tuple(refs) + (r,), (r.label,), settings, "llada"))
     return units
 
 
@@ -177,11 +237,12 @@ def _cpu_name() -> str:
 
 
 def run(cells, rows: list[Row], settings: Settings, *, peers_on: bool = True, ray: str | None = None,
-        progress: bool = True, strict: bool = True,
+        progress: bool = True, strict: bool = True, extra: dict[str, dict] | None = None,
         executor: Callable[[Iterable[Unit]], list[dict]] | None = None) -> dict:
     """Plan, run and merge a bench; returns the results document. `executor` (tests): any
-    map-like function over the split units, in place of Ray."""
-    units = plan(cells, rows, settings, peers_on, split=ray is not None or executor is not None, strict=strict)
+    map-like function over the split units, in place of Ray. extra: see plan()."""
+    units = plan(cells, rows, settings, peers_on, split=ray is not None or executor is not None, strict=strict,
+                 extra=extra)
     if executor is not None:  # tests: any map-like function over units
         results, partial, name = list(executor(units)), False, "custom"
     elif ray is not None:

@@ -19,6 +19,17 @@ Per row (all figures from the unit that reports the row, so every ratio is insid
                  it does when a repeat's output differs from the first repeat's.
   quality        perplexity of the generated tokens under the target, or task accuracy, and the
                  delta to our greedy
+
+Diffusion rows (units whose reference is llada, one token per step; diffusion_summary):
+  nfe            forward passes per generation (mean); nfe_reduction = llada's / the row's
+  tokens/forward positions unmasked per forward pass
+  forwarded      tokens forwarded per forward pass (a cached step forwards fewer; a FreeDave
+                 verification forwards several canvases)
+  speedup        per-prompt tokens/s ratio to llada, median [IQR] (and on CPU time)
+  exact match    against one-token-per-step llada, for every row; a lossless row (freedave) must
+                 match llada at its own steps and blocks exactly, or FAILS
+  quality        task accuracy (per task too), or on code the token agreement with llada; delta
+                 to llada
 """
 from __future__ import annotations
 
@@ -144,7 +155,7 @@ def peer_label(row: Row, labels: set[str]) -> str | None:
     return base if base in labels else None
 
 
-def _quality(unit_result: dict, label: str) -> dict:
+def _quality(unit_result: dict, label: str, ref: str = "greedy") -> dict:
     kind = unit_result.get("quality_kind")
     q = unit_result.get("quality", {})
 
@@ -152,14 +163,15 @@ def _quality(unit_result: dict, label: str) -> dict:
         scores = q.get(lbl)
         if not scores:
             return None
-        if kind == "accuracy":
-            return sum(scores) / len(scores)
+        if kind in ("accuracy", "agreement"):
+            kept = [x for x in scores if x is not None]
+            return sum(kept) / len(kept) if kept else None
         lens = [len(o) for o in unit_result["outputs"].get(lbl, [])]
         return perplexity(scores, lens)
 
-    mine, ref = value(label), value("greedy")
+    mine, base = value(label), value(ref)
     return {"quality_kind": kind, "quality": mine,
-            "quality_delta": None if mine is None or ref is None else mine - ref}
+            "quality_delta": None if mine is None or base is None else mine - base}
 
 
 def perplexity(nll_sums: list[float | None], new_tokens: list[int]) -> float | None:
@@ -187,6 +199,58 @@ def summarize(unit_results: list[dict]) -> list[dict]:
     rows = []
     for res in unit_results:
         by_label = {r["label"]: Row.from_dict(r) for r in res["unit"]["rows"]}
+        summary = diffusion_summary if res["unit"].get("reference") == "llada" else row_summary
         for label in res["unit"]["main"]:
-            rows.append(row_summary(res, by_label[label]))
+            rows.append(summary(res, by_label[label]))
     return rows
+
+
+def diffusion_summary(unit_result: dict, row: Row) -> dict:
+    """The figures of a diffusion row (see the module docstring), from the unit that measured it."""
+    recs = [r for r in unit_result["records"] if r["row"] == row.label]
+    unit, ref = unit_result["unit"], "llada"
+    out = {"row": row.label, "method": row.method, "peer": False, "diffusion": True, "options": dict(row.options),
+           "model": unit["model"], "draft": None, "workload": unit["workload"], "unit": unit["uid"],
+           "generations": len(recs), "prompts": len({r["prompt"] for r in recs}),
+           "error": unit_result["errors"].get(row.label), "partial": unit_result["partial"], "reference": ref}
+    out["tokens_per_s"] = spread(list(per_prompt_tps(unit_result["records"], row.label).values()))
+    out["speedup_vs_reference"] = spread(speedups(unit_result["records"], row.label, ref))
+    out["cpu_speedup_vs_reference"] = spread(speedups(unit_result["records"], row.label, ref, "cpu_seconds"))
+    tot = {k: sum(r.get(k, 0) for r in recs) for k in ("new_tokens", "target_forwards", "unmasked_total",
+                                                         "forwarded_tokens")}
+    out["new_tokens"] = tot["new_tokens"]
+    out["nfe"] = _ratio(tot["target_forwards"], len(recs))
+    ref_recs = [r for r in unit_result["records"] if r["row"] == ref]
+    ref_nfe = _ratio(sum(r["target_forwards"] for r in ref_recs), len(ref_recs))
+    out["nfe_reduction"] = _ratio(ref_nfe, out["nfe"]) if out["nfe"] and ref_nfe else None
+    out["tokens_per_forward"] = _ratio(tot["unmasked_total"], tot["target_forwards"])
+    out["forwarded_per_forward"] = _ratio(tot["forwarded_tokens"], tot["target_forwards"])
+    mems = [r["peak_mem_mb"] for r in recs if r.get("peak_mem_mb") is not None]
+    out["peak_mem_mb"] = max(mems) if mems else None
+    out["claims_greedy_equality"] = row.claims_greedy_equality()
+    out["exact_match_ref"] = row.reference()
+    out["exact_match"] = exact_match(unit_result["outputs"], row.label, row.reference()) \
+        if row.label != row.reference() else None
+    out["exact_match_1step"] = exact_match(unit_result["outputs"], row.label, ref) if row.label != ref else None
+    out["unstable_repeats"] = unit_result.get("unstable", {}).get(row.label, 0)
+    out.update(_quality(unit_result, row.label, ref))
+    out["by_task"] = by_task(unit_result, row.label)
+    out["status"] = _status(out)
+    return out
+
+
+def by_task(unit_result: dict, label: str) -> dict[str, dict] | None:
+    """task -> {accuracy, nfe (mean forwards per generation), prompts} for task workloads."""
+    tasks, scores = unit_result.get("tasks") or [], unit_result.get("quality", {}).get(label)
+    if not tasks or not scores or unit_result.get("quality_kind") != "accuracy":
+        return None
+    fwd = defaultdict(list)
+    for r in unit_result["records"]:
+        if r["row"] == label:
+            fwd[tasks[r["prompt"]]].append(r["target_forwards"])
+    out = {}
+    for t in dict.fromkeys(tasks):
+        idx = [i for i, x in enumerate(tasks) if x == t and i < len(scores)]
+        out[t] = {"accuracy": sum(scores[i] for i in idx) / len(idx) if idx else None,
+                  "nfe": statistics.mean(fwd[t]) if fwd[t] else None, "prompts": len(idx)}
+    return out

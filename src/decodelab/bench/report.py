@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from ..errors import DecodeLabError
@@ -56,10 +57,10 @@ def _quality(row: dict) -> str:
     q = row.get("quality")
     if q is None:
         return "n/a"
-    kind = "acc" if row.get("quality_kind") == "accuracy" else "ppl"
-    fmt = "{:.1%}" if kind == "acc" else "{:.3f}"
+    kind = {"accuracy": "acc", "agreement": "agr"}.get(row.get("quality_kind"), "ppl")
+    fmt = "{:.1%}" if kind != "ppl" else "{:.3f}"
     delta = row.get("quality_delta")
-    d = "" if delta is None or row["row"] == "greedy" else f" ({'+' if delta >= 0 else ''}{fmt.format(delta)})"
+    d = "" if delta is None or row["row"] in ("greedy", "llada") else f" ({'+' if delta >= 0 else ''}{fmt.format(delta)})"
     return f"{kind} {fmt.format(q)}{d}"
 
 
@@ -96,6 +97,9 @@ def markdown(results: dict) -> str:
     units = {u["unit"]["uid"]: u for u in results["units"]}
     for (model, draft, wl), rows in by_cell.items():
         u = units.get(rows[0]["unit"], {})
+        if rows[0].get("diffusion"):
+            lines += diffusion_section(model, wl, rows, u)
+            continue
         lines += [f"## {wl} on {model}" + (f" (draft {draft})" if draft else ""), "",
                   f"{len(u.get('prompts', []))} prompts, {u.get('max_new_tokens')} new tokens each"
                   + (f", {u['truncated_prompts']} prompts cut from the left to fit the context"
@@ -114,6 +118,8 @@ def markdown(results: dict) -> str:
         lines += ["", "vs the transformers peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
         lines.append("")
+    if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
+        return "\n".join(lines)
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
               "our greedy / transformers greedy measured in the same run (median [IQR]); x greedy CPU: the same "
               "ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
@@ -138,3 +144,69 @@ def render(results: dict, out_dir: str | Path, plots: bool = True) -> list[Path]
 
         paths += plots_mod.render(results, out)
     return paths
+
+
+DIFFUSION_COLUMNS = ("row", "quality (Δ)", "NFE", "NFE ÷", "tok/fwd", "fwd tok/fwd", "tok/s [IQR]", "x llada [IQR]",
+                     "x llada CPU", "exact match", "= 1-step", "status")
+
+
+def diffusion_section(model: str, wl: str, rows: list[dict], unit: dict) -> list[str]:
+    """A diffusion cell: the rows against one-token-per-step llada, accuracy per task, and the
+    ParallelBench-style table (accuracy as the tokens unmasked per step grow)."""
+    lines = [f"## {wl} on {model} (masked diffusion)", "",
+             f"{len(unit.get('prompts', []))} prompts, a {unit.get('max_new_tokens')}-token canvas each; reference: "
+             "llada, one position per step", "",
+             "| " + " | ".join(DIFFUSION_COLUMNS) + " |", "|" + "---|" * len(DIFFUSION_COLUMNS)]
+    for r in rows:
+        one = r.get("exact_match_1step")
+        cells = [r["row"], _quality(r), _num(r["nfe"], "{:.1f}"), _num(r["nfe_reduction"], "{:.2f}x"),
+                 _num(r["tokens_per_forward"]), _num(r["forwarded_per_forward"], "{:.0f}"),
+                 _spread(r["tokens_per_s"], "{:.0f}"), _spread(r["speedup_vs_reference"]),
+                 _num((r.get("cpu_speedup_vs_reference") or {}).get("median")), _exact(r),
+                 "(reference)" if r["row"] == "llada" else "-" if one is None else f"{one['rate']:.0%}", _status(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + task_table(rows) + parallel_table(rows, unit.get("max_new_tokens")) + [
+        "NFE: forward passes per generation; NFE ÷: llada's NFE / the row's; tok/fwd: positions unmasked per "
+        "forward; fwd tok/fwd: tokens forwarded per forward (a cached step forwards fewer, a FreeDave "
+        "verification several canvases); x llada: per-prompt speed ratio to one-token-per-step llada in the "
+        "same run (median [IQR]); exact match: against the output the row claims (lossless rows: llada at "
+        "their steps and blocks) or, not claimed, llada; = 1-step: share of prompts equal to llada one "
+        "position per step; quality: task accuracy (acc) or token agreement with llada (agr), Δ vs llada.", ""]
+    return lines
+
+
+def task_table(rows: list[dict]) -> list[str]:
+    """Accuracy per task and row (task workloads)."""
+    tasks = next((list(r["by_task"]) for r in rows if r.get("by_task")), [])
+    if not tasks:
+        return []
+    out = ["Accuracy per task (NFE per generation in brackets):", "",
+           "| row | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for r in rows:
+        bt = r.get("by_task") or {}
+        out.append(f"| {r['row']} | " + " | ".join(
+            f"{_num((bt.get(t) or {}).get('accuracy'), '{:.2f}')} ({_num((bt.get(t) or {}).get('nfe'), '{:.1f}')})"
+            for t in tasks) + " |")
+    return out + [""]
+
+
+def parallel_table(rows: list[dict], gen_length: int | None) -> list[str]:
+    """ParallelBench-style: llada's accuracy per task at a fixed number of positions unmasked per
+    step (gen_length / steps; llada without `steps` is 1), showing where parallel decoding breaks."""
+    fixed = {}
+    for r in rows:
+        opts = r.get("options", {})
+        if r["method"] == "llada" and r.get("by_task") and set(opts) <= {"steps"} and gen_length:
+            steps = opts.get("steps", gen_length)
+            if gen_length % steps == 0:
+                fixed[gen_length // steps] = r["by_task"]
+    if len(fixed) < 2:
+        return []
+    ks = sorted(fixed)
+    tasks = list(fixed[ks[0]])
+    out = ["ParallelBench-style: llada accuracy per task as the positions unmasked per step grow:", "",
+           "| task | " + " | ".join(f"{k}/step" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for t in tasks:
+        out.append(f"| {t} | " + " | ".join(_num((fixed[k].get(t) or {}).get("accuracy"), "{:.2f}") for k in ks) + " |")
+    mean = [statistics.mean(v["accuracy"] for v in fixed[k].values() if v["accuracy"] is not None) for k in ks]
+    return out + ["| mean | " + " | ".join(f"{m:.2f}" for m in mean) + " |", ""]

