@@ -89,6 +89,12 @@ def test_logprobs_line_up(method, zoo_lm):
 
 
 @pytest.mark.parametrize("method", DIFFUSION)
+def test_trace_steps_make_up_the_output(method, zoo_lm):
+    out = decodelab.generate(zoo_lm, _prompt(zoo_lm), method, max_new_tokens=G, trace=True)
+    assert [t for s in out.trace for t in s.tokens] == out.tokens and len(out.trace) == len(out.stats.committed)
+
+
+@pytest.mark.parametrize("method", DIFFUSION)
 def test_interleaved_streams_are_independent(method, zoo_lm):
     prompts = [_prompt(zoo_lm, "copy"), _prompt(zoo_lm, "insert_at")]
     kw = dict(max_new_tokens=G, ignore_eos=True, **OPTIONS.get(method, {}))

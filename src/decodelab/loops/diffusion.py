@@ -29,7 +29,8 @@ decoded prefix of the region grew by them), which is what stream() and generate(
 just after the first stop token as in every family; `.positions` / `.tokens`: what the step
 unmasked, as offsets into the region and token ids in commit order (the unmasking order a UI can
 draw). With stop tokens, decoding ends once the decoded prefix holds one: what follows cannot
-change the output. Counts: `stats.unmasked` gets the positions each forward unmasked, the
+change the output. With generate(trace=True) each step also records a StepTrace of its
+reading-order tokens (nothing is drafted in the causal sense; `.positions` has the order). Counts: `stats.unmasked` gets the positions each forward unmasked, the
 adapter's counter the forwards and the forwarded tokens (a cached step forwards fewer).
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch
 from ..core import unmask
 from ..core.sampling import check_finite
 from ..errors import DecodeLabError
+from ..types import StepTrace
 
 CACHES = ("none", "prefix", "dual")
 
@@ -156,6 +158,8 @@ class _Output:
         self.done = self.done or self.front == len(region)
         if self.req.logprobs is not None:
             self.req.logprobs.extend(self.logp.pop(start + i) for i in range(len(out)))
+        if self.req.trace is not None:  # generate(trace=True): the steps' tokens make up the output
+            self.req.trace.append(StepTrace(tokens=list(out)))
         self.req.stats.committed.append(len(out))
         return Unmasked(out, positions, tokens)
 
