@@ -25,6 +25,8 @@ rows split options at commas, so lists there take `|`):
     classifier:DIR[@LABEL]      a sequence-classification model directory, P(LABEL) (default: the last label)
     likelihood:MODEL            exp(mean log p(output | prompt)) under a causal LM (a directory or zoo:NAME)
     SPEC&SPEC                   the mean of the parts
+    task                        in bench rows only: the workload's own checker (arithmetic for
+                                tasks:arithmetic, the constraint of the constraints workloads)
 
 A model without a tokenizer has no text: there a reward reads the token ids joined by spaces.
 """
@@ -276,6 +278,7 @@ class Likelihood(Reward):
 # -- specs -------------------------------------------------------------------------------------
 
 KINDS = ("arithmetic", "keywords", "length", "regex", "classifier", "likelihood")
+TASK = "task"  # a bench row's placeholder for its workload's checker (bench.runner substitutes it)
 
 
 def parse(spec: str, load: bool = True) -> Reward | None:
@@ -295,6 +298,11 @@ def parse(spec: str, load: bool = True) -> Reward | None:
         return All(rewards) if load else None
     kind, _, arg = spec.strip().partition(":")
     args = [a.strip() for a in re.split(r"[,|]", arg)] if arg else []
+    if spec.strip() == TASK:
+        if load:
+            raise DecodeLabError("reward=task names a bench workload's own checker; outside the bench give the "
+                                 "reward itself (e.g. arithmetic)")
+        return None
     if kind == "arithmetic":
         if arg:
             raise DecodeLabError("the arithmetic reward takes no arguments")

@@ -28,6 +28,9 @@ def test_entries_per_problem_and_gain_over_greedy():
     assert c["quality"] == 0.0 and c["gain_per_100"] is None  # cheaper than greedy: no gain per extra token
     assert g["delta"] == 0.0 and g["gain_per_100"] is None
     assert compute.entries(_unit("perplexity")) == []
+    diffusion = _unit()
+    diffusion["unit"]["reference"] = "llada"
+    assert compute.entries(diffusion) == []
 
 
 def test_markdown_and_plot(tmp_path):

@@ -122,3 +122,9 @@ def test_likelihood_is_the_geometric_mean_token_probability():
         lp = [float(logp[len(ctx) - 1 + i, x]) for i, x in enumerate(out)]
         assert g == pytest.approx(math.exp(sum(lp) / len(lp)), rel=1e-4)
 
+
+
+def test_task_is_a_bench_placeholder_only():
+    assert parse("task", load=False) is None  # a bench row may name it
+    with pytest.raises(DecodeLabError, match="bench"):
+        parse("task")

@@ -7,7 +7,8 @@ batched forwards, so target forwards and target tokens scored tell different sto
 reported, per problem (mean over prompts and repeats; the one prefill forward of every row
 apart, as everywhere in the bench). `gain per 100 tok`: the quality gained over our greedy per
 100 extra target tokens scored per problem, in points (n/a when the row scores no more than greedy).
-Transformers peer rows are left out: they repeat our greedy here.
+Transformers peer rows are left out: they repeat our greedy here. Diffusion cells are too: the
+diffusion report plots their quality against NFE.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ COLUMNS = ("row", "quality", "Δ vs greedy", "tgt tok scored / problem", "tgt fw
 
 
 def entries(unit_result: dict) -> list[dict]:
-    """Per main row of a unit with a rate quality: quality and per-problem compute."""
-    if unit_result.get("quality_kind") not in RATES:
+    """Per main row of a unit with a rate quality: quality and per-problem compute. Diffusion cells
+    (their reference is llada, not greedy) have their own quality-against-NFE plot."""
+    if unit_result.get("quality_kind") not in RATES or unit_result["unit"].get("reference", "greedy") != "greedy":
         return []
     out = []
     for label in unit_result["unit"]["main"]:
@@ -63,8 +65,8 @@ def markdown(results: dict) -> list[str]:
             lines.append(f"| {e['row']} | {'acc' if kind == 'accuracy' else 'sat'} {e['quality']:.1%} | {d} | "
                          f"{e['scored']:.1f} | {e['forwards']:.1f} | {e['new']:.1f} | {g} |")
         lines += ["", "quality: task accuracy (acc) or share of outputs satisfying the workload's checker (sat); "
-                  "per problem: means over prompts and repeats, prefill apart; gain / 100 tok: quality points gained over "
-                  "greedy per 100 extra target tokens scored per problem.", ""]
+                  "per problem: means over prompts and repeats, prefill apart; gain / 100 tok: quality points "
+                  "gained over greedy per 100 extra target tokens scored per problem.", ""]
     return lines
 
 

@@ -163,7 +163,7 @@ def _quality(unit_result: dict, label: str, ref: str = "greedy") -> dict:
         scores = q.get(lbl)
         if not scores:
             return None
-        if kind in ("accuracy", "agreement"):
+        if kind in ("accuracy", "agreement", "satisfied"):
             kept = [x for x in scores if x is not None]
             return sum(kept) / len(kept) if kept else None
         lens = [len(o) for o in unit_result["outputs"].get(lbl, [])]

@@ -54,7 +54,8 @@ def render(results: dict, out: Path) -> list[Path]:
                 ax.annotate(r["row"], (r["quality"], r["speedup_vs_greedy"]["median"]), fontsize=7,
                             xytext=(4, 4), textcoords="offset points")
             kind = lossy[0]["quality_kind"]
-            ax.set_xlabel("task accuracy" if kind == "accuracy" else "perplexity under the target (lower is better)")
+            ax.set_xlabel({"accuracy": "task accuracy", "satisfied": "share satisfying the checker"}.get(
+                kind, "perplexity under the target (lower is better)"))
             ax.set_ylabel("speedup vs our greedy")
             ax.set_title(f"speed vs quality: {wl} on {model}", fontsize=9)
             fig.tight_layout()
@@ -62,7 +63,9 @@ def render(results: dict, out: Path) -> list[Path]:
             fig.savefig(p, dpi=120)
             plt.close(fig)
             paths.append(p)
-    return paths
+    from . import compute
+
+    return paths + compute.plot(results, out)  # quality against compute, for the cells with a rate quality
 
 
 def front(points: list[tuple[float, float]]) -> list[int]:

@@ -57,7 +57,7 @@ def _quality(row: dict) -> str:
     q = row.get("quality")
     if q is None:
         return "n/a"
-    kind = {"accuracy": "acc", "agreement": "agr"}.get(row.get("quality_kind"), "ppl")
+    kind = {"accuracy": "acc", "agreement": "agr", "satisfied": "sat"}.get(row.get("quality_kind"), "ppl")
     fmt = "{:.1%}" if kind != "ppl" else "{:.3f}"
     delta = row.get("quality_delta")
     d = "" if delta is None or row["row"] in ("greedy", "llada") else f" ({'+' if delta >= 0 else ''}{fmt.format(delta)})"
@@ -127,9 +127,11 @@ def markdown(results: dict) -> str:
               "(compute budget); "
               "exact match: share of prompts equal to greedy (ours and transformers greedy vs our greedy, the other "
               "peers vs transformers greedy); "
-              "quality: perplexity of the generated tokens under the target (ppl) or task accuracy (acc), "
-              "Δ vs our greedy.", ""]
-    return "\n".join(lines)
+              "quality: perplexity of the generated tokens under the target (ppl), task accuracy (acc) or the share "
+              "of outputs satisfying the workload's checker (sat), Δ vs our greedy.", ""]
+    from . import compute
+
+    return "\n".join(lines + compute.markdown(results))
 
 
 def render(results: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import rewards
 from ..errors import DecodeLabError
 from ..state import State
 from . import peers, workloads
@@ -168,6 +169,10 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, stat
 
     spec = get(row.method)
     kw = method_kwargs(spec, row.kwargs)
+    if kw.get("reward") == "task":  # the workload's own checker (the step checker, a constraint)
+        if wl.checker is None:
+            raise DecodeLabError(f"workload '{wl.name}' has no checker for reward=task")
+        kw["reward"] = wl.checker
     if row.sampling:
         kw.setdefault("seed", s.seed + index)  # one seed per prompt: every repeat draws the same
     out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
@@ -197,12 +202,19 @@ def _sync(device) -> None:
 
 @torch.inference_mode()
 def _quality(target, wl, prompts, outputs: list[list[int]], reference=None) -> list[float | None]:
-    """Per prompt: task correctness (1.0 / 0.0), the generated tokens' mean NLL under the target
-    (perplexity = exp of the mean over prompts, token-weighted), or (agreement) the share of
-    positions equal to the reference row's output."""
+    """Per prompt: task correctness (1.0 / 0.0), whether the workload's checker is satisfied (1.0 /
+    0.0), the generated tokens' mean NLL under the target (perplexity = exp of the mean over
+    prompts, token-weighted), or (agreement) the share of positions equal to the reference row's
+    output."""
     eos = set(target.eos_token_ids)
     scores = []
+    checker = rewards.parse(wl.checker) if wl.quality == "satisfied" else None
     for i, out in enumerate(outputs):
+        if checker is not None:
+            cut = next((j for j, t in enumerate(out) if t in eos), len(out))
+            prompt, (text,) = rewards.texts(target, prompts[i], [out[:cut]])
+            scores.append(float(checker.score(prompt, text, True) >= 1.0))
+            continue
         if wl.quality == "agreement":
             ref = reference[i] if reference is not None and i < len(reference) else None
             n = max(len(out), len(ref)) if ref is not None else 0

