@@ -7,26 +7,29 @@ from decodelab.bench import compute
 def _unit(kind="accuracy"):
     recs = []
     for row, fwd, scored, new in (("greedy", 10, 10, 10), ("astar", 12, 40, 10), ("cheap", 5, 5, 5),
-                                  ("hf:greedy", 10, 10, 10)):
+                                  ("hf:greedy", 10, 10, 10), ("noise", 10, 10.5, 10)):
         for prompt in range(2):
             for rep in range(2):
                 recs.append({"row": row, "prompt": prompt, "repeat": rep, "target_forwards": fwd + prompt,
                              "target_tokens_scored": scored + 2 * prompt, "new_tokens": new})
     return {"unit": {"uid": 0, "model": "m", "workload": "tasks:arithmetic",
-                     "main": ["greedy", "hf:greedy", "astar", "cheap"]},
+                     "main": ["greedy", "hf:greedy", "astar", "cheap", "noise"]},
             "quality_kind": kind, "records": recs,
-            "quality": {"greedy": [1.0, 0.0], "hf:greedy": [1.0, 0.0], "astar": [1.0, 1.0], "cheap": [0.0, None]}}
+            "quality": {"greedy": [1.0, 0.0], "hf:greedy": [1.0, 0.0], "astar": [1.0, 1.0], "cheap": [0.0, None],
+                        "noise": [0.0, 0.0]}}
 
 
 def test_entries_per_problem_and_gain_over_greedy():
     es = {e["row"]: e for e in compute.entries(_unit())}
-    assert set(es) == {"greedy", "astar", "cheap"}  # peers repeat greedy: left out
+    assert set(es) == {"greedy", "astar", "cheap", "noise"}  # peers repeat greedy: left out
     g, a, c = es["greedy"], es["astar"], es["cheap"]
     assert (g["quality"], g["forwards"], g["scored"], g["new"]) == (0.5, 10.5, 11, 10)
     assert (a["quality"], a["scored"], a["delta"]) == (1.0, 41, 0.5)
     assert a["gain_per_100"] == pytest.approx(100 * 0.5 / 30)
     assert c["quality"] == 0.0 and c["gain_per_100"] is None  # cheaper than greedy: no gain per extra token
     assert g["delta"] == 0.0 and g["gain_per_100"] is None
+    # half a token more per problem (sampling's length noise) is no compute spent: no gain per token
+    assert es["noise"]["delta"] == -0.5 and es["noise"]["gain_per_100"] is None
     assert compute.entries(_unit("perplexity")) == []
     diffusion = _unit()
     diffusion["unit"]["reference"] = "llada"

@@ -6,7 +6,9 @@ Search methods (astar, deal, cntp, ffs, best_of_n) spend compute in width: their
 batched forwards, so target forwards and target tokens scored tell different stories; both are
 reported, per problem (mean over prompts and repeats; the one prefill forward of every row
 apart, as everywhere in the bench). `gain per 100 tok`: the quality gained over our greedy per
-100 extra target tokens scored per problem, in points (n/a when the row scores no more than greedy).
+100 extra target tokens scored per problem, in points (n/a when the row scores less than one token
+per problem more than greedy: plain sampling's length noise is no compute spent, and dividing by
+it gave -75000 points on tasks:arithmetic).
 Transformers peer rows are left out: they repeat our greedy here. Diffusion cells are too: the
 diffusion report plots their quality against NFE.
 """
@@ -16,6 +18,7 @@ import statistics
 from pathlib import Path
 
 RATES = ("accuracy", "satisfied")
+MIN_EXTRA = 1.0  # extra target tokens scored per problem below which a row spent no compute on quality
 COLUMNS = ("row", "quality", "Δ vs greedy", "tgt tok scored / problem", "tgt fwd / problem", "new tok / problem",
            "gain / 100 tok")
 
@@ -39,7 +42,7 @@ def entries(unit_result: dict) -> list[dict]:
     for e in out:
         extra = e["scored"] - ref["scored"] if ref else 0
         e["delta"] = e["quality"] - ref["quality"] if ref else None
-        e["gain_per_100"] = 100 * e["delta"] / extra if ref and extra > 0 else None
+        e["gain_per_100"] = 100 * e["delta"] / extra if ref and extra >= MIN_EXTRA else None
     return out
 
 
@@ -78,21 +81,30 @@ def plot(results: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     paths = []
     for n, ((model, wl, kind), es) in enumerate(cells(results).items()):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+        legend_h = 0.2 + 0.2 * ((len(es) + 1) // 2)  # inches under the axes for a two-column legend
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2 + legend_h), sharey=True)
         for ax, key, name in ((axes[0], "scored", "target tokens scored per problem"),
                               (axes[1], "forwards", "target forwards per problem")):
-            for e in es:
-                ax.scatter(e[key], e["quality"], marker="*" if e["row"] == "greedy" else "o", s=90)
-                ax.annotate(e["row"], (e[key], e["quality"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-            ax.set_xscale("log")
-            ax.set_xlabel(name + " (log)")
+            for i, e in enumerate(es):  # one colour and marker per row, named in the legend (labels overlap)
+                ax.scatter(e[key], e["quality"], marker="*" if e["row"] == "greedy" else "os^DvP<>X"[i % 9], s=90,
+                           label=e["row"], alpha=0.85)
+            xs = [e[key] for e in es]
+            log = min(xs) > 0 and max(xs) / min(xs) > 3
+            if log:  # plain numbers on the ticks, none on the minor ones
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(name + (" (log)" if log else ""))
             ax.grid(alpha=0.3)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7, frameon=False)
         axes[0].set_ylabel("task accuracy" if kind == "accuracy" else "share satisfying the checker")
         fig.suptitle(f"quality against compute: {wl} on {model}" + (" [PARTIAL]" if results.get("partial") else ""),
                      fontsize=9)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, legend_h / (4.2 + legend_h), 1, 1))
         p = out / ("compute.png" if n == 0 else f"compute-{n}.png")
         fig.savefig(p, dpi=120)
         plt.close(fig)
