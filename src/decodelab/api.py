@@ -107,14 +107,15 @@ def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft
     A list of prompts (strings or id lists; or `messages` as a list of conversations) returns one
     output per prompt, decoded in turn. `messages=[{"role": ..., "content": ...}, ...]` formats a
     conversation with the tokenizer's chat template instead of a prompt. kwargs are
-    transformers-style sampling arguments (do_sample, temperature, top_k, top_p, min_p, seed) and
-    the method's own options (see `decodelab.methods()`). `stop`: strings that end the generation
-    (the token completing one is the last emitted). `logprobs=True` also returns each generated
-    token's log-probability under the target; `trace=True` how each step produced its tokens
-    (StepTrace: drafted and accepted, bonus, rejected drafts). `state`: a decodelab.State carried across calls
-    by methods that learn (Token Recycling, ADED). `model` and `draft` may be decodelab adapters
-    (from load()) or transformers models. Returns the generated ids only, the decoded text (when
-    there is a tokenizer) and the counts.
+    transformers-style sampling arguments (do_sample, temperature, top_k, top_p, min_p, seed; and
+    the llama.cpp sampler chain's typical_p, top_n_sigma, xtc_*, penalties, dry_*, samplers:
+    docs/sampling.md) and the method's own options (see `decodelab.methods()`). `stop`: strings that
+    end the generation (the token completing one is the last emitted). `logprobs=True` also returns
+    each generated token's log-probability under the target; `trace=True` how each step produced its
+    tokens (StepTrace: drafted and accepted, bonus, rejected drafts). `state`: a decodelab.State
+    carried across calls by methods that learn (Token Recycling, ADED). `model` and `draft` may be
+    decodelab adapters (from load()) or transformers models. Returns the generated ids only, the
+    decoded text (when there is a tokenizer) and the counts.
     """
     target = _adapt(model, tokenizer)
     common = dict(draft=draft, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, stop=stop, state=state, **kwargs)
@@ -326,6 +327,11 @@ def _check(spec, target, draft, ids, max_new_tokens, sampling) -> None:
     mode = "sample" if sampling.do_sample else "greedy"
     if mode not in spec.modes:
         raise DecodeLabError(f"method '{spec.name}' does not support {'sampling (do_sample=True)' if mode == 'sample' else 'greedy decoding (do_sample=False)'}")
+    if sampling.history and not spec.history:  # penalties and DRY need every token's own context
+        able = ", ".join(n for n, m in all_methods().items() if m.history)
+        raise DecodeLabError(f"method '{spec.name}' does not apply the context-reading sampling processors "
+                             f"(repetition/presence/frequency penalties, DRY) with each token's own context; "
+                             f"methods that do: {able}")
     if spec.draft and draft is None:
         raise DecodeLabError(f"method '{spec.name}' needs a draft model (draft=..., or --draft PATH)")
     if not spec.draft and draft is not None:

@@ -14,8 +14,6 @@ import warnings
 
 from .errors import DecodeLabError
 
-SAMPLING_FLAGS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "seed")
-
 
 def _warn(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"decodelab: warning: {message}", file=sys.stderr)
@@ -69,7 +67,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--logprobs", action="store_true", help="with --json: each token's log-probability")
     from .core.sampling import SamplingConfig
 
-    _add_option_flags(p.add_argument_group("sampling (transformers names)"), SamplingConfig)
+    _add_option_flags(p.add_argument_group("sampling (transformers names; llama.cpp's where transformers has "
+                                           "none)"), SamplingConfig)
     _add_method_flags(p, _peek(argv, "--method", "greedy"))
     p.set_defaults(func=cmd_generate)
 
@@ -170,10 +169,12 @@ def _method_page(m: dict) -> str:
 
 def cmd_generate(args) -> int:
     from . import api
+    from .core.sampling import SamplingConfig
     from .registry import get
 
     get(args.method)  # unknown method: fail before loading any model
-    kwargs = {k: getattr(args, k) for k in SAMPLING_FLAGS if getattr(args, k) is not None}
+    sampling = [f.name for f in dataclasses.fields(SamplingConfig)]
+    kwargs = {k: getattr(args, k) for k in sampling if getattr(args, k) is not None}
     kwargs.update({k[2:]: v for k, v in vars(args).items() if k.startswith("m_") and v is not None})
     if args.logprobs and not args.json:
         raise DecodeLabError("--logprobs needs --json (the log-probabilities are printed with the tokens)")

@@ -39,12 +39,14 @@ class Method:
     summary: str
     budget: BudgetRule | None = None  # how the method runs at a fixed target budget
     peer: str | None = None  # the transformers generate() row doing the same job
+    history: bool = False  # applies the context-reading processors (penalties, DRY) per token context
 
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "lossless": self.lossless,
                 "needs": sorted(self.needs) + (["draft model"] if self.draft else []),
                 "modes": list(self.modes), "summary": self.summary, "peer": self.peer,
-                "fixed_budget": self.budget is not None, "options": self.config.describe()}
+                "fixed_budget": self.budget is not None, "history": self.history,
+                "options": self.config.describe()}
 
     def make_config(self, **kwargs):
         names = [f.name for f in dataclasses.fields(self.config)]
@@ -77,13 +79,17 @@ def draft_size(field: str) -> BudgetRule:
 
 
 def register(name: str, *, family: str, config: type, lossless: str | None, needs=(), draft=False,
-             modes=MODES, budget: BudgetRule | str | None = None, peer: str | None = None):
+             modes=MODES, budget: BudgetRule | str | None = None, peer: str | None = None,
+             history: bool | None = None):
     """Register `run(req, config)` under `name`.
 
     budget: for drafting methods, the fixed-budget rule (a callable, or the name of the config
     field that counts drafted tokens); every speculative method must have one. peer: the
-    transformers row (one of PEERS) the bench times the method against. The first paragraph of
-    the run function's module docstring becomes the method's summary.
+    transformers row (one of PEERS) the bench times the method against. history: the method
+    applies the sampling processors that read the context (penalties, DRY) with every token's own
+    context; the API refuses those options for methods that do not. Speculative methods do by
+    default (their loop verifies every draft node against its own context). The first paragraph
+    of the run function's module docstring becomes the method's summary.
     """
     if family not in FAMILIES or lossless not in LOSSLESS or not set(modes) <= set(MODES):
         raise ValueError(f"bad registration for {name}")
@@ -102,7 +108,8 @@ def register(name: str, *, family: str, config: type, lossless: str | None, need
     def deco(run):
         doc = (sys.modules[run.__module__].__doc__ or "").strip().split("\n\n")[0]
         _METHODS[name] = Method(name, family, lossless, config, run, frozenset(needs), draft,
-                                tuple(modes), " ".join(doc.split()), rule, peer)
+                                tuple(modes), " ".join(doc.split()), rule, peer,
+                                family == "speculative" if history is None else history)
         return run
 
     return deco

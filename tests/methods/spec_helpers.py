@@ -2,6 +2,7 @@
 generated tokens on ToyLM pairs, total-variation distance, and the greedy reference."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -31,7 +32,7 @@ def exact_dist(model, prompt: list[int], sampling: SamplingConfig, n: int = 3) -
         if len(seq) == n:
             out[tuple(seq)] = prob
             return
-        probs = probs_from_logits(model.next_logits(ctx), sampling)
+        probs = probs_from_logits(model.next_logits(ctx), sampling, ctx=ctx)  # ctx: for penalties, DRY
         for x in (probs > 0).nonzero().flatten().tolist():
             walk(ctx + [x], seq + [x], prob * float(probs[x]))
 
@@ -76,8 +77,8 @@ def check_converges(method: str, target, draft, sizes=(200, 1600), prompt=(1, 2)
     """TV to the exact target distribution of the first 3 tokens shrinks with N and ends under twice
     the i.i.d. expectation; the draft's own distribution (`exact_draft`, else the draft's) is far
     outside that bound (so the check can fail). Returns the TVs."""
-    sampling = SamplingConfig(do_sample=True, **{k: v for k, v in kwargs.items()
-                                                 if k in ("temperature", "top_k", "top_p", "min_p")})
+    fields = {f.name for f in dataclasses.fields(SamplingConfig)} - {"do_sample", "seed"}
+    sampling = SamplingConfig(do_sample=True, **{k: v for k, v in kwargs.items() if k in fields})
     p = exact_dist(exact_target or target, list(prompt), sampling)
     q = exact_dist(exact_draft or draft, list(prompt), sampling)
     bound = 2 * iid_tv(p, sizes[-1])

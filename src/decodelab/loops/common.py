@@ -1,10 +1,40 @@
-"""Pieces every loop shares: starting a sequence, and emitting what a step commits."""
+"""Pieces every loop shares: starting a sequence, emitting what a step commits, and the request's
+sampling chain with the context it reads."""
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 import torch
 
+from ..core.sampling import probs_from_logits
 from ..models.base import CausalLM, prefill
 from ..types import StepTrace
+
+
+def processor(req, cfg=None) -> Callable:
+    """`probs(logits [..., V], ctx)`: the request's sampling chain (or `cfg`'s), with DRY's sequence
+    breakers taken from the target's tokenizer. ctx: the token ids before each row (one list for
+    [V], one per row for [N, V]); read only by the context processors (penalties, DRY)."""
+    cfg = cfg or req.sampling
+    breakers = None
+    if cfg.history and "dry" in cfg.chain and getattr(req.target, "tokenizer", None) is not None:
+        breakers = breaker_mask(req.target.tokenizer, req.target.vocab_size, cfg.breaker_strings)
+
+    def probs(logits: torch.Tensor, ctx=None) -> torch.Tensor:
+        return probs_from_logits(logits, cfg, ctx if cfg.history else None, breakers)
+
+    return probs
+
+
+@functools.lru_cache(maxsize=8)
+def breaker_mask(tokenizer, vocab_size: int, strings: tuple[str, ...]) -> torch.Tensor:
+    """[V] bool: the tokens whose text contains one of `strings` (DRY's sequence breakers)."""
+    n = min(vocab_size, len(tokenizer))
+    text = tokenizer.batch_decode([[i] for i in range(n)])
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[:n] = torch.tensor([any(s in t for s in strings) for t in text])
+    return mask
 
 
 def start(model: CausalLM, prompt: torch.Tensor) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from ..core.sampling import probs_from_logits, sample
+from ..core.sampling import sample
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..models.base import sync
+from .common import processor
 
 
 class DraftModelDrafter:
@@ -29,6 +30,7 @@ class DraftModelDrafter:
 
     def __init__(self, req):
         self.draft, self.sampling, self.rng = req.draft, req.sampling, req.rng
+        self.probs, self.pure = processor(req), processor(req, req.sampling.without_history())
         self.vocab = req.target.vocab_size  # q rows are over the target's ids
         self.shared = min(self.vocab, req.draft.vocab_size)
         self._scored = 0  # tree nodes 1.._scored are in the draft cache after the last score_tree
@@ -38,9 +40,11 @@ class DraftModelDrafter:
         """Draft logits restricted to the shared ids. [..., V_draft] -> [..., shared]"""
         return logits if logits.shape[-1] == self.shared else logits[..., : self.shared]
 
-    def q(self, logits: torch.Tensor) -> torch.Tensor:
-        """Processed draft probabilities over the target's ids. [..., shared] -> [..., V]"""
-        q = probs_from_logits(logits, self.sampling)
+    def q(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
+        """Processed draft probabilities over the target's ids. [..., shared] -> [..., V]. ctx: the
+        context of each row, for the processors that read it (penalties, DRY); without it q leaves
+        them out (still exact: rejection sampling takes any q it is told)."""
+        q = self.probs(logits, ctx) if ctx is not None else self.pure(logits)
         if q.shape[-1] == self.vocab:
             return q
         return torch.nn.functional.pad(q, (0, self.vocab - q.shape[-1]))
@@ -90,7 +94,7 @@ class ChainDrafter(DraftModelDrafter):
             return Draft(TokenTree.chain(tokens))
         logits = self.root_logits(ctx)  # [shared]
         for i in range(n):
-            tokens.append(self.next_token(logits, qs))
+            tokens.append(self.next_token(logits, qs, ctx.tolist() + tokens[1:] if self.sampling.history else None))
             if i < n - 1 or self.scores_last:
                 pos = torch.tensor([len(ctx) + i])
                 step = self.draft.forward(torch.tensor([tokens[-1]]), pos, hidden=self.scores_last)
@@ -100,10 +104,10 @@ class ChainDrafter(DraftModelDrafter):
         q = torch.cat([torch.stack(qs), torch.zeros(1, self.vocab)]) if qs else None  # [n+1, V]
         return Draft(TokenTree.chain(tokens), q)
 
-    def next_token(self, logits: torch.Tensor, qs: list[torch.Tensor]) -> int:
+    def next_token(self, logits: torch.Tensor, qs: list[torch.Tensor], ctx: list[int] | None = None) -> int:
         if not self.sampling.do_sample:
             return int(logits.argmax())
-        qs.append(self.q(logits))
+        qs.append(self.q(logits, ctx))
         return int(sample(qs[-1], self.rng))
 
     # Hooks for adaptive-length chains (specdecpp): forward the newest token with hidden states and

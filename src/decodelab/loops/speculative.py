@@ -6,6 +6,9 @@ base + depth, with a tree attention mask unless the draft is a chain. Greedy run
 verification (the output equals the target's greedy output); sampling runs use recursive
 rejection sampling, which is exact for chains (standard speculative sampling) and for trees
 whose siblings were drawn without replacement from q or are deterministic guesses (q = None).
+The sampling processors that read the context (penalties, DRY) get each node's own context (the
+committed tokens and the node's ancestors), so p at every node is exactly the distribution plain
+sampling draws from after that prefix, and verification stays exact with them.
 """
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from typing import Iterator, Protocol
 
 import torch
 
-from ..core.sampling import check_finite, probs_from_logits
+from ..core.sampling import check_finite
 from ..core.tree import Draft
 from ..core.verify import greedy_verify, rejection_verify
-from .common import emit, start
+from .common import emit, processor, start
 
 
 class Drafter(Protocol):
@@ -32,6 +35,7 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
     start(target, req.prompt)
     ctx = req.prompt.clone()
     new = 0
+    probs = processor(req)
     while True:
         room = req.max_new_tokens - new - 1  # the bonus token always comes on top of the draft
         if target.max_length is not None:
@@ -47,7 +51,8 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
         if req.greedy:
             path, bonus = greedy_verify(tree, step.logits)
         else:
-            path, bonus = rejection_verify(tree, probs_from_logits(step.logits, req.sampling), draft.q, req.rng)
+            contexts = node_contexts(ctx, tree) if req.sampling.history else None
+            path, bonus = rejection_verify(tree, probs(step.logits, contexts), draft.q, req.rng)
         target.commit(path)
         drafter.observe(draft, path, step.logits)
         out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, step.logits[path], tree, path)
@@ -56,3 +61,10 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
         yield out
         if done:
             return
+
+
+def node_contexts(ctx: torch.Tensor, tree) -> list[list[int]]:
+    """The tokens before each node's children: the committed context (ending with the root) and
+    the node's path below the root."""
+    base, tokens = ctx.tolist(), tree.tokens.tolist()
+    return [base + [tokens[i] for i in tree.path_to(node)[1:]] for node in range(len(tree))]

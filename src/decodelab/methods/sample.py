@@ -1,11 +1,13 @@
-"""Ancestral sampling from the target with temperature, top-k, top-p and min-p (SamplingConfig);
-the reference distribution every sampling-lossless method must match."""
+"""Ancestral sampling from the target through the sampler chain (SamplingConfig: temperature,
+top-k/p, min-p, typical-p, top-n-sigma, XTC, penalties, DRY); the reference distribution every
+sampling-lossless method must match."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.sampling import choose
+from ..core.sampling import sample
 from ..loops import autoregressive
+from ..loops.common import processor
 from ..options import Options
 from ..registry import register
 
@@ -15,6 +17,8 @@ class SampleConfig(Options):
     pass
 
 
-@register("sample", family="autoregressive", config=SampleConfig, lossless="sampling", modes=("sample",))
+@register("sample", family="autoregressive", config=SampleConfig, lossless="sampling", modes=("sample",),
+          history=True)
 def run(req, config: SampleConfig):
-    return autoregressive.decode(req, lambda logits, ctx: int(choose(logits, req.sampling, req.rng)))
+    probs = processor(req)
+    return autoregressive.decode(req, lambda logits, ctx: int(sample(probs(logits, ctx), req.rng)))
