@@ -114,13 +114,13 @@ def _add_option_flags(g, config, prefix: str = "") -> None:
     hints = typing.get_type_hints(config)
     for f, d in zip(dataclasses.fields(config), config.describe()):
         kind, _ = base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-") for name in [f.name] + d["aliases"]]  # aliases: more spellings
         text = f"{d['help']} (default {f.default!r}; {d['allowed']})"
         if kind is bool:
-            g.add_argument(flag, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=None,
+            g.add_argument(*flags, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=None,
                            help=text)
         else:
-            g.add_argument(flag, dest=prefix + f.name, type=kind, default=None, help=text)
+            g.add_argument(*flags, dest=prefix + f.name, type=kind, default=None, help=text)
 
 
 def cmd_methods(args) -> int:
@@ -163,7 +163,9 @@ def _method_page(m: dict) -> str:
     width = max(len(o["name"]) for o in m["options"]) + 2
     lines.append("options:")
     for o in m["options"]:
-        lines.append(f"  --{o['name'].replace('_', '-'):<{width}}{o['help']} (default {o['default']!r}; {o['allowed']})")
+        also = "".join(f"; also --{a.replace('_', '-')}" for a in o.get("aliases", []))
+        lines.append(f"  --{o['name'].replace('_', '-'):<{width}}{o['help']} (default {o['default']!r}; {o['allowed']}"
+                     f"{also})")
     return "\n".join(lines)
 
 

@@ -9,6 +9,11 @@ Each field declares its type (int, float, bool, str, or one of them | None), a o
 them all with one message per bad value: an integer option takes Python, numpy or torch integers
 (never bools or 2.5), a float option any finite real number, a bool option only a bool. Cross-field
 rules go in `validate()`.
+
+Aliases: a config may accept other names for its fields, as a class attribute
+`aliases = {"mirostat_tau": "tau"}` (a ClassVar, so not a field): `resolve_aliases(kwargs)` maps
+them to the field names (giving a field under two names is an error), `Method.make_config` and
+the bench call it, and the CLI adds `--mirostat-tau` as a second spelling of `--tau`.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import operator
 import types
 import typing
 from dataclasses import field
+from typing import ClassVar
 
 from .errors import DecodeLabError
 
@@ -37,6 +43,8 @@ def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choi
 class Options:
     """Mixin for frozen keyword-only dataclasses whose fields were made with `option()`."""
 
+    aliases: ClassVar[dict[str, str]] = {}  # another accepted name -> the field it sets
+
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -48,11 +56,23 @@ class Options:
         """Rules that involve several fields; raise DecodeLabError."""
 
     @classmethod
+    def resolve_aliases(cls, kwargs: dict) -> dict:
+        """kwargs with every alias replaced by its field's name; a field given twice is an error."""
+        out = {}
+        for key, value in kwargs.items():
+            name = cls.aliases.get(key, key)
+            if name in out:
+                raise DecodeLabError(f"{name} was given twice (as {name} and as {key}); give it once")
+            out[name] = value
+        return out
+
+    @classmethod
     def describe(cls) -> list[dict]:
-        """One entry per option: name, type, default, help and the allowed values in words."""
+        """One entry per option: name, type, default, help, the allowed values in words and its aliases."""
         hints = typing.get_type_hints(cls)
         return [{"name": f.name, "type": type_name(hints[f.name]), "default": f.default,
-                 "help": f.metadata.get("help", ""), "allowed": allowed(hints[f.name], f.metadata)}
+                 "help": f.metadata.get("help", ""), "allowed": allowed(hints[f.name], f.metadata),
+                 "aliases": sorted(a for a, n in cls.aliases.items() if n == f.name)}
                 for f in dataclasses.fields(cls)]
 
 

@@ -50,10 +50,14 @@ class Method:
 
     def make_config(self, **kwargs):
         names = [f.name for f in dataclasses.fields(self.config)]
+        try:
+            kwargs = self.config.resolve_aliases(kwargs)  # mirostat_tau -> tau
+        except DecodeLabError as e:
+            raise DecodeLabError(f"{self.name}: {e}") from None
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
             raise DecodeLabError(f"method '{self.name}' has no option(s) {', '.join(unknown)}; "
-                                 f"its options: {', '.join(names) or '(none)'}")
+                                 f"its options: {', '.join(names + sorted(self.config.aliases)) or '(none)'}")
         try:
             return self.config(**kwargs)
         except DecodeLabError as e:
