@@ -83,15 +83,16 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
 def stream(model, prompt=None, method: str = "greedy", *, messages=None, draft=None, max_new_tokens: int = 64,
            ignore_eos: bool = False, stop: str | list[str] | None = None, state: State | None = None,
            stats: DecodeStats | None = None, logprobs: list | None = None, trace: list | None = None,
-           tokenizer=None, **kwargs) -> Iterator[list[int]]:
+           sequences: list | None = None, tokenizer=None, **kwargs) -> Iterator[list[int]]:
     """Yield the token ids each decoding step commits. Same arguments as generate(), one prompt;
-    pass a DecodeStats as `stats` (and lists as `logprobs` / `trace`) to read the counts (each
-    token's log-probability / each step's StepTrace) as the iterator runs."""
+    pass a DecodeStats as `stats` (and lists as `logprobs` / `trace` / `sequences`) to read the
+    counts (each token's log-probability / each step's StepTrace / every output of a method that
+    returns several, best first) as the iterator runs."""
     if _is_batch(prompt, messages):
         raise DecodeLabError("stream() decodes one prompt; call it once per prompt, or use generate()")
     spec = get(method)  # an unknown method fails before anything else
     req, config = _request(spec, model, prompt, messages, draft, max_new_tokens, ignore_eos, state, stats,
-                           logprobs, trace, tokenizer, kwargs)
+                           logprobs, trace, tokenizer, kwargs, sequences)
     chunks = spec.run(req, config)
     if stop:
         chunks = _cut_at_stop_strings(chunks, req, _stop_list(stop, req.target))
@@ -115,22 +116,25 @@ def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft
     tokens (StepTrace: drafted and accepted, bonus, rejected drafts). `state`: a decodelab.State
     carried across calls by methods that learn (Token Recycling, ADED). `model` and `draft` may be
     decodelab adapters (from load()) or transformers models. Returns the generated ids only, the
-    decoded text (when there is a tokenizer) and the counts.
+    decoded text (when there is a tokenizer) and the counts. Methods that produce several outputs
+    (beam's and diverse_beam's beams, superposed's drafts) return the best as `tokens` and all of
+    them, best first, as `sequences` (None for the others); stop strings cut `tokens` only.
     """
     target = _adapt(model, tokenizer)
     common = dict(draft=draft, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, stop=stop, state=state, **kwargs)
     if _is_batch(prompt, messages):
         items = [(p, None) for p in prompt] if messages is None else [(None, m) for m in messages]
         return [generate(target, p, method, messages=m, logprobs=logprobs, trace=trace, **common) for p, m in items]
-    stats, lps, steps = DecodeStats(), ([] if logprobs else None), ([] if trace else None)
+    stats, lps, steps, seqs = DecodeStats(), ([] if logprobs else None), ([] if trace else None), []
     tokens = [t for chunk in stream(target, prompt, method, messages=messages, stats=stats, logprobs=lps,
-                                    trace=steps, **common) for t in chunk]
+                                    trace=steps, sequences=seqs, **common) for t in chunk]
     text = target.tokenizer.decode(tokens) if target.tokenizer is not None else None
-    return DecodeOutput(tokens=tokens, text=text, stats=stats, method=method, logprobs=lps, trace=steps)
+    return DecodeOutput(tokens=tokens, text=text, stats=stats, method=method, logprobs=lps, trace=steps,
+                        sequences=seqs or None)
 
 
 def _request(spec: Method, model, prompt, messages, draft, max_new_tokens, ignore_eos, state, stats, logprobs,
-             trace, tokenizer, kwargs) -> tuple[Request, object]:
+             trace, tokenizer, kwargs, sequences=None) -> tuple[Request, object]:
     """Check everything and build the Request on fresh adapters (own caches and counters)."""
     target = _adapt(model, tokenizer).fresh()
     draft_lm = _adapt(draft, None).fresh() if draft is not None else None
@@ -145,7 +149,8 @@ def _request(spec: Method, model, prompt, messages, draft, max_new_tokens, ignor
     return Request(target=target, prompt=ids, max_new_tokens=max_new_tokens, sampling=sampling, stats=stats,
                    rng=sampling.generator() if sampling.do_sample else None,
                    stops=frozenset() if ignore_eos else frozenset(target.eos_token_ids), draft=draft_lm,
-                   state=state if state is not None else State(), logprobs=logprobs, trace=trace), config
+                   state=state if state is not None else State(), logprobs=logprobs, trace=trace,
+                   sequences=sequences), config
 
 
 def _counted(chunks, req: Request):

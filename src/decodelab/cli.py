@@ -198,8 +198,10 @@ def cmd_generate(args) -> int:
         return 0
     out = api.generate(model, prompt, args.method, logprobs=args.logprobs, **common)
     if args.json:
+        several = {} if out.sequences is None else {"sequences": out.sequences} | (  # beams, superposed drafts
+            {"texts": [model.tokenizer.decode(s) for s in out.sequences]} if model.tokenizer is not None else {})
         print(json.dumps({"method": args.method, "tokens": out.tokens, "text": out.text, "stats": out.stats.as_dict()}
-                         | ({"logprobs": out.logprobs} if args.logprobs else {})))
+                         | ({"logprobs": out.logprobs} if args.logprobs else {}) | several))
     else:
         print(out.text if out.text is not None else " ".join(map(str, out.tokens)))
     return 0

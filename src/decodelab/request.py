@@ -28,6 +28,7 @@ class Request:
     state: State = field(default_factory=State)  # memory carried across generations (the caller's)
     logprobs: list[float] | None = None  # when a list: each committed token's log p under the target
     trace: list[StepTrace] | None = None  # when a list: how each step produced its tokens
+    sequences: list[list[int]] | None = None  # when a list: a multi-output method's outputs, best first
 
     @property
     def greedy(self) -> bool:

@@ -77,3 +77,4 @@ class DecodeOutput:
     method: str = ""
     logprobs: list[float] | None = None  # with logprobs=True: log p of each token under the target
     trace: list[StepTrace] | None = None  # with trace=True: how each step produced its tokens
+    sequences: list[list[int]] | None = None  # several-output methods (beams, drafts): all, best first

@@ -7,19 +7,17 @@ probability; a hypothesis ending in a stop token is finished with score
 sum_logp / generated_len ** length_penalty. Deviations: generated_len counts new tokens only (not
 the prompt), and decoding stops once `num_beams` hypotheses are finished and no live beam can
 still beat the worst of them at its current length (transformers' early_stopping=False rule).
-Not lossless: it searches for a high-likelihood sequence, it does not reproduce greedy.
+Not lossless: it searches for a high-likelihood sequence, it does not reproduce greedy. The search
+itself is loops/beam.py (one group); generate() returns the best hypothesis and, as `sequences`,
+the num_beams best (transformers' num_return_sequences = num_beams).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..core.sampling import check_finite
-from ..loops.common import start
+from ..loops import beam as beams
 from ..options import Options, option
 from ..registry import register
-from ..types import StepTrace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,51 +28,5 @@ class BeamConfig(Options):
 
 @register("beam", family="autoregressive", config=BeamConfig, lossless=None, needs=("batch",), modes=("greedy",))
 def run(req, config: BeamConfig):
-    tokens, logps = beam_search(req, config)
-    if req.logprobs is not None:
-        req.logprobs.extend(logps)
-    if req.trace is not None:
-        req.trace.append(StepTrace(tokens=tokens))  # the search's result, in one piece
-    yield tokens
-
-
-def beam_search(req, cfg: BeamConfig) -> tuple[list[int], list[float]]:
-    """(the best hypothesis, each of its tokens' log p under the target)."""
-    target, prompt = req.target, req.prompt
-    start(target, prompt)
-    beams: list[list[int]] = [[]]  # generated tokens per live beam
-    logps: list[list[float]] = [[]]  # log p of each token, per live beam
-    finished: list[tuple[float, list[int], list[float]]] = []  # (normalised score, tokens, log ps)
-    for step in range(req.max_new_tokens):
-        last = torch.tensor([[b[-1] if b else int(prompt[-1])] for b in beams])  # [B, 1]
-        logits = target.forward(last, torch.full_like(last, len(prompt) - 1 + step)).logits[:, -1]  # [B, V]
-        check_finite(logits)
-        req.stats.committed.append(1)
-        logp = torch.log_softmax(logits.double(), -1)  # [B, V]
-        scores = torch.tensor([sum(lp) for lp in logps], dtype=torch.float64)
-        top = torch.topk((scores[:, None] + logp).flatten(), min(2 * cfg.num_beams, logp.numel()))  # [2B]
-        rows, beams_next, logps_next = [], [], []
-        for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            row, tok = divmod(flat, logits.shape[-1])
-            seq, lps = beams[row] + [tok], logps[row] + [float(logp[row, tok])]
-            if tok in req.stops:
-                if rank < cfg.num_beams:  # as transformers: only a top-ranked stop finishes a beam
-                    finished.append((score / len(seq) ** cfg.length_penalty, seq, lps))
-            elif len(beams_next) < cfg.num_beams:
-                rows.append(row)
-                beams_next.append(seq)
-                logps_next.append(lps)
-        beams, logps = beams_next, logps_next
-        if not beams or _done(finished, [sum(lp) for lp in logps], step + 1, cfg):
-            break
-        target.select(torch.tensor(rows))
-    live = [(sum(lp) / len(b) ** cfg.length_penalty, b, lp) for b, lp in zip(beams, logps)]
-    _, best, best_logps = max(finished + live, key=lambda t: t[0])
-    return best, best_logps
-
-
-def _done(finished, live_scores, length, cfg) -> bool:
-    if len(finished) < cfg.num_beams:
-        return False
-    worst = sorted(f[0] for f in finished)[-cfg.num_beams]
-    return max(live_scores) / length ** cfg.length_penalty <= worst
+    (ranked,) = beams.search(req, config.num_beams, config.length_penalty)
+    yield beams.emit(req, ranked[:config.num_beams])  # sequences: the num_beams best hypotheses
