@@ -38,7 +38,7 @@ _FULL, _SLIDING = "full_attention", "sliding_attention"
 
 
 class HFCausalLM(CachedIds):
-    capabilities = frozenset({"tree_mask", "hidden_states", "batch", "rewind"})
+    capabilities = frozenset({"tree_mask", "hidden_states", "batch", "rewind", "embeds"})
 
     def __init__(self, model: PreTrainedModel, tokenizer=None):
         self.model = model.eval()
@@ -54,7 +54,7 @@ class HFCausalLM(CachedIds):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._window, self._per_type, self._fixed = _attention_layout(self.config)
         if self._fixed is not None:  # no rewinding, so no speculative method and no tree forwards
-            self.capabilities = frozenset({"hidden_states"})
+            self.capabilities = frozenset({"hidden_states", "embeds"})
         self.reset()
 
     def fresh(self) -> "HFCausalLM":
@@ -121,14 +121,24 @@ class HFCausalLM(CachedIds):
 
     # -- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def forward(self, ids, positions, tree_mask=None, hidden=False) -> Step:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The model's input embeddings of ids [...] -> [..., H] (its own embedding module, so any
+        scaling it applies, as Gemma's, is included)."""
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.inference_mode()
+    def forward(self, ids, positions, tree_mask=None, hidden=False, embeds=None) -> Step:
+        """embeds: [N, H] (or [B, N, H]) input embeddings to run instead of the ids' own ("embeds"
+        capability: Superposed Decoding's mixtures); the ids then only name the cached positions."""
         batched = ids.ndim == 2
         ids2 = (ids if batched else ids[None]).to(self.device)  # [B, N]
         pos2 = (positions if batched else positions[None]).to(self.device)  # [B, N]
         n = ids2.shape[1]
         mask = None if tree_mask is None else self._tree_masks(tree_mask.to(self.device), pos2)
         self._base = self.cache_len
-        out = self.model(input_ids=ids2, position_ids=pos2, attention_mask=mask, use_cache=True,
+        inputs = {"input_ids": ids2} if embeds is None else \
+            {"inputs_embeds": (embeds if batched else embeds[None]).to(self.device, self.dtype)}
+        out = self.model(**inputs, position_ids=pos2, attention_mask=mask, use_cache=True,
                          output_hidden_states=hidden, **{self._cache_kw: self._cache})
         self._ids = torch.cat([self._ids, ids2], dim=1)
         self.counter.count(ids2.numel())
