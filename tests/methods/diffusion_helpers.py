@@ -106,3 +106,54 @@ def canvases(lm, prompt, method: str, max_new_tokens: int, **kw) -> list[list[in
             region[p] = t
         out.append(list(region))
     return out
+
+
+class ScriptedLM:
+    """A masked diffusion "model" for policy tests: forward n returns the logits `script(n, region)`
+    ([G, V] for the G region positions; `region` is the current region, masks included), so a
+    test states exactly what the policy sees at each step. Token 0 is the mask, 1 end-of-text;
+    no tokenizer (prompts are ids)."""
+
+    capabilities = frozenset({"batch"})
+    tokenizer = None
+    max_length = None
+
+    def __init__(self, script, G: int, vocab: int = 8):
+        from decodelab.models.base import Counter
+
+        self.script, self.G, self.vocab_size = script, G, vocab
+        self.mask_id, self.counter = 0, Counter()
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return [1]
+
+    def fresh(self) -> "ScriptedLM":
+        return ScriptedLM(self.script, self.G, self.vocab_size)
+
+    def logits(self, canvas, rows=None, keep=None):
+        assert canvas.ndim == 1 and keep is None
+        P = len(canvas) - self.G
+        full = torch.as_tensor(self.script(self.counter.forwards, canvas[P:].clone()), dtype=torch.float32)
+        self.counter.count(len(canvas))
+        return full if rows is None else full[rows - P]
+
+    def logits_cached(self, ids, positions, rows=None):
+        raise AssertionError("a scripted model has no KV cache")
+
+
+def peaked(tokens: list[int], probs: list[float], vocab: int = 8) -> torch.Tensor:
+    """Logits [len(tokens), vocab] whose softmax puts exactly `probs[i]` on `tokens[i]` and spreads
+    the rest evenly over the other real tokens (none on the mask, token 0: logit -1e4)."""
+    out = torch.full((len(tokens), vocab), -1e4)
+    for i, (t, p) in enumerate(zip(tokens, probs)):
+        rest = (1 - p) / (vocab - 2)
+        out[i, 1:] = torch.log(torch.tensor(max(rest, 1e-30), dtype=torch.float64)).float()
+        out[i, t] = float(torch.log(torch.tensor(p, dtype=torch.float64)))
+    return out
+
+
+def commits(lm, prompt, method: str, G: int, **kw) -> list[list[int]]:
+    """The region offsets each step unmasked, sorted, in step order."""
+    return [sorted(c.positions) for c in decodelab.stream(lm, list(prompt), method, max_new_tokens=G,
+                                                          ignore_eos=True, **kw)]

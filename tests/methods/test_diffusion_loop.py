@@ -82,3 +82,75 @@ def test_the_canvas_must_fit_the_context():
     lm = tiny_lm("bert")  # 64 positions
     with pytest.raises(DecodeLabError, match="exceeds the model's context of 64 tokens"):
         decodelab.generate(lm, [5] * 50, "llada", max_new_tokens=16)
+
+
+@pytest.fixture
+def hooked():
+    """Test-only diffusion methods for the loop's two optional hooks, removed afterwards."""
+    from dataclasses import dataclass
+
+    from decodelab.core import unmask
+
+    @dataclass(frozen=True, kw_only=True)
+    class _Fill(Options):
+        eos_fill: str = "none"
+        block_length: int | None = None
+
+    class Top1:
+        def select(self, view):
+            return unmask.top_k(view.conf, 1)
+
+    class Flip(Top1):  # proposes from negated logits: the model's least likely token
+        def __init__(self):
+            self.calls = []
+
+        def propose_from(self, logits, masked, block, step):
+            self.calls.append((block, step, int(masked.sum())))
+            return -logits
+
+    flips = []
+    register("hooked_fill", family="diffusion", config=_Fill, lossless=None)(
+        lambda req, config: diffusion.decode(req, Top1(), block_length=config.block_length, eos_fill=config.eos_fill))
+    register("hooked_flip", family="diffusion", config=_Fill, lossless=None)(
+        lambda req, config: diffusion.decode(req, flips.append(Flip()) or flips[-1], block_length=config.block_length))
+    yield flips
+    for name in ("hooked_fill", "hooked_flip"):
+        _METHODS.pop(name, None)
+
+
+def test_propose_from_changes_the_proposal_not_the_logprobs(hooked):
+    """The hook's logits decide x0 and conf; log-probabilities stay the model's; it is called once
+    per forward with the block index, the step within the block and the block's mask."""
+    from methods.diffusion_helpers import ScriptedLM, peaked
+
+    lm = ScriptedLM(lambda n, region: peaked([2, 3, 4, 5], [0.9, 0.8, 0.7, 0.6]), 4)
+    out = decodelab.generate(lm, [5, 6], "hooked_flip", max_new_tokens=4, ignore_eos=True, logprobs=True,
+                             block_length=2)
+    assert 2 not in out.tokens and 3 not in out.tokens[:1]  # never the model's argmax
+    assert hooked[0].calls == [(0, 0, 2), (0, 1, 1), (1, 0, 2), (1, 1, 1)]
+    want = torch.log_softmax(peaked([2, 3, 4, 5], [0.9, 0.8, 0.7, 0.6]), -1)
+    assert out.logprobs == pytest.approx([float(want[i, t]) for i, t in enumerate(out.tokens)], abs=1e-5)
+    with pytest.raises(DecodeLabError, match="a policy that proposes from the model's logits"):
+        class _Req:  # decode refuses draft verification with the hook before anything runs
+            max_new_tokens, greedy, target = 4, True, lm
+        diffusion.decode(_Req(), hooked[0], schedule=lambda s, b: [1] * s, drafts=2)
+
+
+def test_eos_fill_block_and_token(hooked):
+    """block: a finished block holding end-of-text (token 1) fills every later block without a
+    forward; token: a committed end-of-text fills every masked position after it at once."""
+    from methods.diffusion_helpers import ScriptedLM, commits, peaked
+
+    lm = ScriptedLM(lambda n, region: peaked([2, 1, 3, 4, 5, 6], [0.6, 0.99, 0.7, 0.5, 0.5, 0.5]), 6)
+    assert commits(lm, [7], "hooked_fill", 6, block_length=2) == [[1], [0], [2], [3], [4], [5]]
+    st = decodelab.DecodeStats()
+    chunks = list(decodelab.stream(lm, [7], "hooked_fill", max_new_tokens=6, ignore_eos=True, block_length=2,
+                                   eos_fill="block", stats=st))
+    assert [sorted(c.positions) for c in chunks] == [[1], [0], [2, 3, 4, 5]]
+    assert [t for c in chunks for t in c] == [2, 1, 1, 1, 1, 1] and st.nfe == 2 and st.unmasked == [1, 5]
+    assert commits(lm, [7], "hooked_fill", 6, eos_fill="token") == [[1, 2, 3, 4, 5], [0]]
+    out = decodelab.generate(lm, [7], "hooked_fill", max_new_tokens=6, ignore_eos=True, eos_fill="token",
+                             logprobs=True)
+    assert out.tokens == [2, 1, 1, 1, 1, 1] and out.logprobs[2:] == [0.0] * 4
+    with pytest.raises(DecodeLabError, match="eos_fill must be one of none, block, token"):
+        decodelab.generate(lm, [7], "hooked_fill", max_new_tokens=6, eos_fill="all")

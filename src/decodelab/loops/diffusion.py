@@ -18,6 +18,18 @@ Cache policies (Fast-dLLM, arXiv 2505.22618), for adapters with the "kv_cache" c
 The kept entries are computed once per block, while the block is still masked: an approximation
 (bidirectional attention would update them as the block fills), exact at each block's first step.
 
+Proposal hook (CreditDecoding arXiv 2510.06133, CCD arXiv 2512.02044): a policy may define
+`propose_from(logits, masked, block, step) -> logits`, called once per forward with the block's
+logits [b, V]; x0 and conf are then taken from what it returns instead of the model's logits (a
+policy that carries history across steps, kept in the policy, one per generation). `View.logits`
+stays the model's: log-probabilities are the model's own.
+
+End-of-text fill (`eos_fill`): "block" (LocalLeap): once a finished block holds end-of-text,
+every later position becomes end-of-text without a forward; "token" (Learn2PD's End-of-Text
+Prediction): once a step commits end-of-text at some position, every masked position after it
+becomes end-of-text in the same step. Filled positions count as unmasked by the step's forward;
+their log-probability is 0 (a rule chose them, not a distribution).
+
 Draft verification (FreeDave, arXiv 2510.00294), `drafts=K`, greedy only: draft j commits the
 next j scheduled steps at once, ranked from this step's logits; one batched forward scores the
 drafts; draft j + 1 is accepted while it equals one scheduled step of the policy taken from draft
@@ -46,6 +58,7 @@ from ..errors import DecodeLabError
 from ..types import StepTrace
 
 CACHES = ("none", "prefix", "dual")
+EOS_FILLS = ("none", "block", "token")
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ class _Forwards:
             raise DecodeLabError(f"cache must be one of {', '.join(CACHES)}, got {cache!r}")
         if cache != "none" and "kv_cache" not in lm.capabilities:
             raise DecodeLabError(f"cache={cache!r} needs a model with a KV cache (capability kv_cache); "
-                                 f"{type(lm.model).__name__} has none: use cache='none', or a decoder diffusion LM "
+                                 f"{type(getattr(lm, 'model', lm)).__name__} has none: use cache='none', or a decoder diffusion LM "
                                  "such as zoo:tasks-mdlm-llama")
         self.lm, self.cache = lm, cache
 
@@ -165,21 +178,27 @@ class _Output:
 
 
 def decode(req, policy: Policy, *, block_length: int | None = None, schedule: Schedule | None = None,
-           cache: str = "none", drafts: int = 1) -> Iterator[Unmasked]:
+           cache: str = "none", drafts: int = 1, eos_fill: str = "none") -> Iterator[Unmasked]:
     """Decode req (a Request whose target is a MaskedDiffusionLM) with `policy`; see the module
     docstring. drafts > 1: FreeDave verification of up to that many scheduled steps per forward.
     Bad settings are refused here, before anything runs."""
     b = blocks(req.max_new_tokens, block_length)
-    if drafts > 1 and (schedule is None or not req.greedy or cache != "none"):
-        raise DecodeLabError("draft verification needs a step schedule, greedy decoding and no cache")
-    return _decode(req, policy, b, schedule, _Forwards(req.target, cache), drafts)
+    if drafts > 1 and (schedule is None or not req.greedy or cache != "none" or hasattr(policy, "propose_from")):
+        raise DecodeLabError("draft verification needs a step schedule, greedy decoding, no cache and a policy "
+                             "that proposes from the model's logits")
+    if eos_fill not in EOS_FILLS:
+        raise DecodeLabError(f"eos_fill must be one of {', '.join(EOS_FILLS)}, got {eos_fill!r}")
+    if eos_fill != "none" and not req.target.eos_token_ids:
+        raise DecodeLabError(f"eos_fill={eos_fill!r} needs a model with an end-of-text token")
+    return _decode(req, policy, b, schedule, _Forwards(req.target, cache), drafts, eos_fill)
 
 
-def _decode(req, policy, b, schedule, forward, drafts) -> Iterator[Unmasked]:
+def _decode(req, policy, b, schedule, forward, drafts, eos_fill="none") -> Iterator[Unmasked]:
     lm, G, P = req.target, req.max_new_tokens, len(req.prompt)
     canvas = torch.cat([req.prompt, torch.full((G,), lm.mask_id, dtype=torch.long)])  # [P + G]
     out, tally = _Output(req, P), _Tally(req.stats)
     eos = frozenset(lm.eos_token_ids)
+    fuse = getattr(policy, "propose_from", None)
     try:
         for block in range(G // b):
             lo, hi = P + block * b, P + (block + 1) * b
@@ -191,7 +210,7 @@ def _decode(req, policy, b, schedule, forward, drafts) -> Iterator[Unmasked]:
                     logits = forward(canvas, lo, hi, first=step == 0)  # [b, V]
                 else:
                     logits, carried = carried, None
-                view = _view(req, lm, canvas[lo:hi], logits, counts, step, block, eos)
+                view = _view(req, lm, canvas[lo:hi], logits, counts, step, block, eos, fuse)
                 pick = _checked(policy.select(view), view)
                 _commit(req, canvas, lo, view, pick, out, tally)
                 step += 1
@@ -199,11 +218,32 @@ def _decode(req, policy, b, schedule, forward, drafts) -> Iterator[Unmasked]:
                     extra, more, carried = _verify(req, lm, policy, canvas, lo, hi, view, pick, counts, drafts, tally)
                     _commit(req, canvas, lo, view, extra, out, tally)
                     pick, step = torch.cat([pick, extra]), step + more
-                yield out.chunk(canvas, lm.mask_id, (pick + lo - P).tolist(), view.x0[pick].tolist())
+                positions, tokens = (pick + lo - P).tolist(), view.x0[pick].tolist()
+                if eos_fill == "token" and eos & set(tokens):  # End-of-Text Prediction
+                    first = min(p for p, t in zip(positions, tokens) if t in eos)
+                    positions, tokens = _fill(req, canvas, P + first + 1, out, tally, positions, tokens)
+                yield out.chunk(canvas, lm.mask_id, positions, tokens)
                 if out.done:
                     return
+            if eos_fill == "block" and bool((canvas[hi:] == lm.mask_id).any()) and eos & set(canvas[lo:hi].tolist()):
+                yield out.chunk(canvas, lm.mask_id, *_fill(req, canvas, hi, out, tally, [], []))
+                return
     finally:
         tally.close()
+
+
+def _fill(req, canvas, start: int, out: "_Output", tally: "_Tally", positions: list[int], tokens: list[int]):
+    """Every masked canvas position from `start` on becomes end-of-text; returns the step's
+    (positions, tokens) with them appended."""
+    lm, P = req.target, len(req.prompt)
+    rest = (canvas[start:] == lm.mask_id).nonzero()[:, 0] + start
+    eos_id = lm.eos_token_ids[0]
+    canvas[rest] = eos_id
+    tally.pending += len(rest)
+    offsets = (rest - P).tolist()
+    if req.logprobs is not None:
+        out.logp.update((o, 0.0) for o in offsets)
+    return positions + offsets, tokens + [eos_id] * len(offsets)
 
 
 class _Tally:
@@ -256,10 +296,11 @@ def _verify(req, lm, policy, canvas, lo, hi, view: View, pick, counts, drafts, t
     return extra, kept, carried
 
 
-def _view(req, lm, block_ids, logits, counts, step, block, eos) -> View:
+def _view(req, lm, block_ids, logits, counts, step, block, eos, fuse=None) -> View:
     check_finite(logits)
-    x0, conf = unmask.propose(logits, req.sampling, req.rng, lm.mask_id)
     masked = block_ids == lm.mask_id
+    scored = logits if fuse is None else fuse(logits, masked, block, step)  # [b, V]
+    x0, conf = unmask.propose(scored, req.sampling, req.rng, lm.mask_id)
     conf = conf.masked_fill(~masked, -float("inf"))
     k = counts[step] if counts is not None and step < len(counts) else None
     return View(logits, x0, conf, masked, k, step, None if counts is None else len(counts), block, eos,
