@@ -57,7 +57,8 @@ def test_the_family_is_listed():
 def test_one_clear_refusal_per_family_mismatch(lm, tiny_dirs):
     causal = decodelab.load(tiny_dirs["llama"][0])
     with pytest.raises(DecodeLabError, match="this is a masked diffusion LM; method 'greedy' \\(autoregressive\\) "
-                                             "needs a causal LM; use a diffusion method: eoser, fast_dllm"):
+                                             "needs a causal LM; use a diffusion method: ccd, credit_decoding, "
+                                             "eoser, fast_dllm"):
         decodelab.generate(lm, PROMPT, "greedy", max_new_tokens=4)
     with pytest.raises(DecodeLabError, match="method 'llada' decodes masked diffusion LMs; this model is a causal LM"):
         decodelab.generate(causal, [1, 2], "llada", max_new_tokens=4)
