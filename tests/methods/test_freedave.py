@@ -23,7 +23,7 @@ def _check_reproduces(lm, prompt, G=24, **kw):
     return len(got), len(ref)
 
 
-@pytest.mark.parametrize("name", ["tasks-mdlm"])  # TODO(train): + "tasks-mdlm-llama"
+@pytest.mark.parametrize("name", ["tasks-mdlm", "tasks-mdlm-llama"])
 @pytest.mark.parametrize("kw", [dict(), dict(drafts=2), dict(drafts=8), dict(block_length=8),
                                 dict(steps=12, drafts=3), dict(steps=12, block_length=12)])
 def test_reproduces_llada_on_zoo_models(name, kw):

@@ -9,7 +9,7 @@ from decodelab.errors import DecodeLabError
 from decodelab.zoo import tasks
 from methods.diffusion_helpers import canvases, llada_reference, tiny_dlm  # noqa: F401
 
-ZOO = ["tasks-mdlm"]  # TODO(train): + "tasks-mdlm-llama"
+ZOO = ["tasks-mdlm", "tasks-mdlm-llama"]  # an encoder and a decoder run bidirectionally
 SETTINGS = [  # (steps, block_length, temperature, remasking)
     (24, 24, 0.0, "low_confidence"),  # one position per step: the reference of the family
     (12, 24, 0.0, "low_confidence"),

@@ -80,6 +80,7 @@ def test_masked_checkpoint_loads_and_decodes(name):
 
 @pytest.mark.parametrize("name, floors", [
     ("tasks-mdlm", {"copy": 0.9, "reverse": 0.9, "sort": 0.9}),  # one token per diffusion step
+    ("tasks-mdlm-llama", {"copy": 0.9, "reverse": 0.9, "sort": 0.9}),  # the same bar, bidirectional Llama
     ("tasks-ar", {"copy": 0.95, "reverse": 0.95, "sort": 0.95, "arithmetic": 0.8}),  # greedy
 ])
 def test_task_models_solve_their_tasks(name, floors):

@@ -18,7 +18,8 @@ LLAMA = dict(hidden=32, ffn=64, layers=1, heads=2)
     (AR, dict(name=""), "name must be"),
     (AR, dict(arch=dict(LLAMA)), "arch must be an Arch"),
     (AR, dict(arch=Arch(type="modernbert", **LLAMA)), "needs arch type None"),
-    (MDLM, dict(arch=Arch(**LLAMA)), "needs arch type 'modernbert'"),
+    (MDLM, dict(arch=Arch(**LLAMA)), "needs arch type 'modernbert' or 'llama-bidirectional'"),
+    (AR, dict(arch=Arch(type="llama-bidirectional", **LLAMA)), "needs arch type None"),
     (AR, dict(seq_len=0), "seq_len must be a positive integer"),
     (AR, dict(batch_size=2.0), "batch_size must be a positive integer"),
     (AR, dict(batch_size=True), "batch_size must be a positive integer"),
@@ -48,6 +49,7 @@ def test_bad_recipe_is_refused(base, change, match):
     (dict(LLAMA, type="gpt2"), "type must be one of"),
     (dict(LLAMA, dropout=0.1), "Llama \\(type None\\) has none"),
     (dict(LLAMA, type="modernbert", dropout=1.0), "dropout must be a number in"),
+    (dict(LLAMA, type="llama-bidirectional", dropout=0.1), "Llama \\(type 'llama-bidirectional'\\) has none"),
     (dict(LLAMA, attn_dropout=-0.1), "attn_dropout"),
 ])
 def test_bad_arch_is_refused(arch, match):

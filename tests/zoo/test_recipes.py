@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from decodelab import zoo
 
@@ -14,14 +13,28 @@ def _check(out, name, steps):
     assert (out / "loss.png").stat().st_size > 0 and (out / "README.md").is_file()
     rows = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
     assert rows[0]["kind"] == "start" and any(r["kind"] == "train" for r in rows)
-    cls = AutoModelForCausalLM if zoo.RECIPES[name].kind == "causal" else AutoModelForMaskedLM
-    m = cls.from_pretrained(str(out))
+    import transformers
+
+    m = getattr(transformers, card["auto_class"]).from_pretrained(str(out))
     assert next(m.parameters()).dtype == torch.float16
 
 
 def test_tasks_recipe_smoke(tmp_path):
     out = zoo.train("tasks-ar", out_dir=tmp_path / "t", max_steps=3, progress=False, evaluate=False)
     _check(out, "tasks-ar", 3)
+
+
+def test_bidirectional_llama_recipe(tmp_path):
+    """tasks-mdlm-llama: a stock LlamaForCausalLM marked masked_diffusion, trained with the MDLM
+    objective through a full attention mask; decodelab.load gives the diffusion adapter with a KV cache."""
+    import decodelab
+
+    out = zoo.train("tasks-mdlm-llama", out_dir=tmp_path / "l", max_steps=2, progress=False, evaluate=False)
+    _check(out, "tasks-mdlm-llama", 2)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["masked_diffusion"] is True
+    lm = decodelab.load(str(out))
+    assert "kv_cache" in lm.capabilities and lm.mask_id == config["mask_token_id"]
 
 
 def test_training_is_reproducible(tmp_path):

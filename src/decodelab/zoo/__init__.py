@@ -7,7 +7,7 @@ a ``README.md`` model card and ``card.json``.
 
     >>> from decodelab import zoo
     >>> zoo.MODELS
-    ('code-target', 'code-draft', 'code-mdlm', 'tasks-ar', 'tasks-mdlm')
+    ('code-target', 'code-draft', 'code-mdlm', 'tasks-ar', 'tasks-mdlm', 'tasks-mdlm-llama')
     >>> path = zoo.resolve("code-target")   # a directory for from_pretrained
 """
 

@@ -23,11 +23,14 @@ def build_model(recipe: Recipe, tokenizer):
         tie_word_embeddings=True,
     )
     eos = tokenizer.eos_token_id
-    if recipe.kind == "causal":  # Recipe guarantees arch.type None (Llama) here
+    if a.type in (None, "llama-bidirectional"):  # Recipe guarantees kind causal for None, mdlm for the other
         from transformers import LlamaConfig, LlamaForCausalLM
 
         cfg = LlamaConfig(**dims, num_key_value_heads=a.heads, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=eos, bos_token_id=eos)
+        if a.type == "llama-bidirectional":  # the marker decodelab.load reads (models/hf_diffusion.py)
+            cfg.masked_diffusion = True
+            cfg.mask_token_id = tokenizer.mask_token_id
         return LlamaForCausalLM(cfg)
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
@@ -48,7 +51,9 @@ def build_model(recipe: Recipe, tokenizer):
 
 
 def auto_class_name(recipe: Recipe) -> str:
-    return "AutoModelForCausalLM" if recipe.kind == "causal" else "AutoModelForMaskedLM"
+    """The transformers Auto class that loads the checkpoint (a bidirectional Llama is a
+    LlamaForCausalLM that the diffusion adapter runs with a full attention mask)."""
+    return "AutoModelForMaskedLM" if recipe.arch.type == "modernbert" else "AutoModelForCausalLM"
 
 
 def load_checkpoint(recipe: Recipe, path: str | Path, device: str = "cpu"):

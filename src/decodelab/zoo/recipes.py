@@ -16,10 +16,13 @@ from dataclasses import asdict, dataclass
 from decodelab.errors import DecodeLabError
 from decodelab.zoo.tasks import LIST_TASKS, TASKS
 
-KINDS = ("causal", "mdlm")  # LlamaForCausalLM; ModernBertForMaskedLM trained as a masked diffusion LM
+KINDS = ("causal", "mdlm")  # LlamaForCausalLM; a masked diffusion LM (MDLM objective)
 DATA = ("code", "tasks")  # the stdlib corpus; the synthetic task suites
 T_SAMPLERS = ("uniform", "stratified")  # how an MDLM batch draws its masking rates (see losses.sample_t)
-ARCH_TYPES = {None: "causal", "modernbert": "mdlm"}  # Arch.type -> the recipe kind it builds
+# Arch.type -> the recipe kind it builds. "llama-bidirectional": a LlamaForCausalLM whose config
+# says `masked_diffusion: true`, run with a full 4D attention mask (no causal mask), so a stock
+# decoder with a KV cache serves as a masked diffusion LM (models/hf_diffusion.py)
+ARCH_TYPES = {None: "causal", "modernbert": "mdlm", "llama-bidirectional": "mdlm"}
 
 
 def _int_at_least(owner: str, field: str, value, low: int) -> None:
@@ -41,7 +44,7 @@ class Arch:
     """A zoo model's transformer shape. Optional fields left None are 0.0 in the model and
     absent from ``to_dict()`` (the card's ``recipe.arch``)."""
 
-    type: str | None = None  # None: Llama (causal recipes); "modernbert": ModernBERT (mdlm recipes)
+    type: str | None = None  # None: Llama (causal recipes); "modernbert", "llama-bidirectional" (mdlm recipes)
     hidden: int
     ffn: int
     layers: int
@@ -60,8 +63,9 @@ class Arch:
         for f in ("dropout", "attn_dropout"):
             if getattr(self, f) is not None:
                 _number_in(owner, f, getattr(self, f), 0.0, 1.0)
-        if self.dropout is not None and self.type is None:
-            raise DecodeLabError(f"{owner}: dropout is ModernBERT's embedding/MLP dropout; Llama (type None) has none")
+        if self.dropout is not None and self.type != "modernbert":
+            raise DecodeLabError(f"{owner}: dropout is ModernBERT's embedding/MLP dropout; Llama (type {self.type!r}) "
+                                 "has none")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -103,8 +107,8 @@ class Recipe:
         if not isinstance(self.arch, Arch):
             raise DecodeLabError(f"{owner}: arch must be an Arch, got {type(self.arch).__name__}")
         if ARCH_TYPES[self.arch.type] != self.kind:
-            want = next(t for t, k in ARCH_TYPES.items() if k == self.kind)
-            raise DecodeLabError(f"{owner}: a {self.kind} recipe needs arch type {want!r}, got {self.arch.type!r}")
+            want = " or ".join(repr(t) for t, k in ARCH_TYPES.items() if k == self.kind)
+            raise DecodeLabError(f"{owner}: a {self.kind} recipe needs arch type {want}, got {self.arch.type!r}")
         self._check_numbers(owner)
         self._check_tasks(owner)
 
@@ -237,6 +241,29 @@ RECIPES: dict[str, Recipe] = {
             log_every=50,
             description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM on the waiting-line list tasks (not arithmetic): prompt kept, "
             "a 24-token answer canvas (answer, end-of-text, end-of-text filler) masked at rate t.",
+        ),
+        Recipe(
+            name="tasks-mdlm-llama",
+            kind="mdlm",
+            data="tasks",
+            # tasks-mdlm's shape and training, on a stock decoder with a KV cache (Fast-dLLM's caches)
+            arch=Arch(type="llama-bidirectional", hidden=128, ffn=256, layers=4, heads=4),
+            seq_len=64,
+            gen_len=24,
+            tasks=LIST_TASKS,
+            task_weights=(3, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+            t_sampler="stratified",
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=0.05,
+            warmup=200,
+            tokens=16_000_000,
+            eval_every=1000,
+            est_tokens_per_example=24,
+            log_every=50,
+            description="Llama run bidirectionally (a full 4D attention mask; config `masked_diffusion: true`) as a masked "
+            "diffusion LM with a KV cache, trained like tasks-mdlm on the waiting-line list tasks: prompt kept, a 24-token "
+            "answer canvas masked at rate t.",
         ),
     ]
 }
