@@ -11,7 +11,7 @@ the standard-library corpus is only ~2.6M training tokens, so bigger models over
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from decodelab.errors import DecodeLabError
 from decodelab.zoo.tasks import LIST_TASKS, TASKS
@@ -242,30 +242,15 @@ RECIPES: dict[str, Recipe] = {
             description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM on the waiting-line list tasks (not arithmetic): prompt kept, "
             "a 24-token answer canvas (answer, end-of-text, end-of-text filler) masked at rate t.",
         ),
-        Recipe(
-            name="tasks-mdlm-llama",
-            kind="mdlm",
-            data="tasks",
-            # tasks-mdlm's shape and training, on a stock decoder with a KV cache (Fast-dLLM's caches)
-            arch=Arch(type="llama-bidirectional", hidden=128, ffn=256, layers=4, heads=4),
-            seq_len=64,
-            gen_len=24,
-            tasks=LIST_TASKS,
-            task_weights=(3, 3, 3, 1, 1, 1, 1, 1, 1, 1),
-            t_sampler="stratified",
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=0.05,
-            warmup=200,
-            tokens=16_000_000,
-            eval_every=1000,
-            est_tokens_per_example=24,
-            log_every=50,
-            description="Llama run bidirectionally (a full 4D attention mask; config `masked_diffusion: true`) as a masked "
-            "diffusion LM with a KV cache, trained like tasks-mdlm on the waiting-line list tasks: prompt kept, a 24-token "
-            "answer canvas masked at rate t.",
-        ),
     ]
 }
+
+# tasks-mdlm's data, shape and training on a stock decoder that keeps keys and values (Fast-dLLM's caches)
+RECIPES["tasks-mdlm-llama"] = replace(
+    RECIPES["tasks-mdlm"], name="tasks-mdlm-llama",
+    arch=Arch(type="llama-bidirectional", hidden=128, ffn=256, layers=4, heads=4),
+    description="Llama run bidirectionally (a full 4D attention mask; config `masked_diffusion: true`) as a masked "
+    "diffusion LM with a KV cache, trained like tasks-mdlm on the waiting-line list tasks: prompt kept, a 24-token "
+    "answer canvas masked at rate t.")
 
 MODELS: tuple[str, ...] = tuple(RECIPES)
