@@ -133,8 +133,9 @@ class _Forwards:
         if cache not in CACHES:
             raise DecodeLabError(f"cache must be one of {', '.join(CACHES)}, got {cache!r}")
         if cache != "none" and "kv_cache" not in lm.capabilities:
+            name = type(getattr(lm, "model", lm)).__name__
             raise DecodeLabError(f"cache={cache!r} needs a model with a KV cache (capability kv_cache); "
-                                 f"{type(getattr(lm, 'model', lm)).__name__} has none: use cache='none', or a decoder diffusion LM "
+                                 f"{name} has none: use cache='none', or a decoder diffusion LM "
                                  "such as zoo:tasks-mdlm-llama")
         self.lm, self.cache = lm, cache
 
