@@ -17,7 +17,8 @@ from decodelab.models import ToyLM
 from decodelab.registry import all_methods
 
 # Per-method options the generic tests need: name -> kwargs.
-OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"}}  # no trained head fits the tiny drafts
+OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fits the tiny drafts
+                            "superposed": {"alpha": 0.0}}  # its n-grams need a tokenizer; the tiny models have none
 
 # causal-LM methods only: the diffusion family has its own registry-wide tests (test_diffusion_registry.py)
 CAUSAL = {name: m for name, m in all_methods().items() if m.family != "diffusion"}
