@@ -157,3 +157,15 @@ def commits(lm, prompt, method: str, G: int, **kw) -> list[list[int]]:
     """The region offsets each step unmasked, sorted, in step order."""
     return [sorted(c.positions) for c in decodelab.stream(lm, list(prompt), method, max_new_tokens=G,
                                                           ignore_eos=True, **kw)]
+
+
+def zoo_task_run(method: str, block_length: int | None, **kw) -> tuple[float, float]:
+    """(accuracy, mean NFE) of `method` on zoo:tasks-mdlm over 3 test examples each of copy,
+    reverse, sort and insert_at, a 24-token canvas."""
+    from decodelab.zoo import tasks
+
+    lm = decodelab.load("zoo:tasks-mdlm")
+    exs = [e for t in ("copy", "reverse", "sort", "insert_at") for e in tasks.examples(t, "test", 3, seed=2)]
+    outs = [decodelab.generate(lm, e.prompt, method, max_new_tokens=24, block_length=block_length, **kw) for e in exs]
+    acc = sum(tasks.score(e, o.text) for e, o in zip(exs, outs)) / len(exs)
+    return acc, sum(o.stats.nfe for o in outs) / len(outs)

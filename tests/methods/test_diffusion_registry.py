@@ -17,6 +17,7 @@ import decodelab
 from decodelab.registry import all_methods
 from decodelab.zoo import tasks
 from methods.diffusion_helpers import tiny_dlm  # noqa: F401
+from methods.stream_helpers import interleave
 
 DIFFUSION = sorted(n for n, m in all_methods().items() if m.family == "diffusion")
 LOSSLESS = sorted(n for n in DIFFUSION if all_methods()[n].lossless == "greedy")
@@ -100,14 +101,7 @@ def test_interleaved_streams_are_independent(method, zoo_lm):
     kw = dict(max_new_tokens=G, ignore_eos=True, **OPTIONS.get(method, {}))
     alone = [decodelab.generate(zoo_lm, p, method, **kw).tokens for p in prompts]
     streams = [decodelab.stream(zoo_lm, p, method, **kw) for p in prompts]
-    got, live = [[], []], [True, True]
-    while any(live):
-        for i, s in enumerate(streams):
-            if live[i]:
-                chunk = next(s, None)
-                live[i] = chunk is not None
-                got[i] += chunk or []
-    assert got == alone
+    assert interleave(streams) == alone
 
 
 def _one_per_step(lm, prompt, **kw):

@@ -15,6 +15,7 @@ import decodelab
 from decodelab.bench.rows import method_kwargs
 from decodelab.models import ToyLM
 from decodelab.registry import all_methods
+from methods.stream_helpers import interleave
 
 # Per-method options the generic tests need: name -> kwargs.
 OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fits the tiny drafts
@@ -94,15 +95,7 @@ def test_interleaved_streams_on_one_model_are_independent(method, tiny_dirs):
     prompts = [[3, 17, 5, 9], [42, 7, 7, 1, 30, 2]]
     alone = [decodelab.generate(target, p, method, **kw).tokens for p in prompts]
     streams = [decodelab.stream(target, p, method, **kw) for p in prompts]
-    got = [[], []]
-    live = [True, True]
-    while any(live):
-        for i, s in enumerate(streams):
-            if live[i]:
-                chunk = next(s, None)
-                live[i] = chunk is not None
-                got[i] += chunk or []
-    assert got == alone
+    assert interleave(streams) == alone
 
 
 @pytest.mark.parametrize("method", GREEDY_MODE)
