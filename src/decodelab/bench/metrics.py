@@ -19,6 +19,12 @@ Per row (all figures from the unit that reports the row, so every ratio is insid
                  it does when a repeat's output differs from the first repeat's.
   quality        perplexity of the generated tokens under the target, or task accuracy, and the
                  delta to our greedy
+  text quality   (text_quality; every causal row, shown for the rows whose output may differ from
+                 greedy) distinct-1/2/3 within each output (mean over prompts), repeated-4-gram
+                 rate (rep-4, mean over prompts), for several-output methods (beam, diverse_beam,
+                 superposed) distinct-1/2/3 across each prompt's returned sequences (pooled over
+                 them, mean over prompts), and the mean surprise in bits: the perplexity's own
+                 teacher-forced NLL, token-weighted, over ln 2 (= log2 of the perplexity)
 
 Diffusion rows (units whose reference is llada, one token per step; diffusion_summary):
   nfe            forward passes per generation (mean); nfe_reduction = llada's / the row's
@@ -37,8 +43,12 @@ import math
 import statistics
 from collections import defaultdict
 
+from ..core.diversity import distinct_n, mean, repetition
 from ..registry import get
 from .rows import FIXED, Row
+
+NGRAMS = (1, 2, 3)  # distinct-n orders reported
+REP_N = 4  # repeated n-gram rate order
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -137,7 +147,24 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out["exact_match"] = exact_match(unit_result["outputs"], row.label, ref) if row.label != ref else None
     out["unstable_repeats"] = unit_result.get("unstable", {}).get(row.label, 0)
     out.update(_quality(unit_result, row.label))
+    out.update(text_quality(unit_result, row.label))
     out["status"] = _status(out)
+    return out
+
+
+def text_quality(unit_result: dict, label: str) -> dict:
+    """Diversity and surprise of a row's outputs (see the module docstring): distinct_N and
+    distinct_across_N for N in NGRAMS, repetition_4, sequences_per_prompt, surprise_bits; None
+    where there is nothing to measure."""
+    outs = unit_result["outputs"].get(label) or []
+    seqs = (unit_result.get("sequences") or {}).get(label)
+    out = {f"distinct_{n}": mean(distinct_n([o], n) for o in outs) for n in NGRAMS}
+    out.update({f"distinct_across_{n}": mean(distinct_n(s, n) for s in seqs) if seqs else None for n in NGRAMS})
+    out["sequences_per_prompt"] = statistics.mean(len(s) for s in seqs) if seqs else (1 if outs else None)
+    out[f"repetition_{REP_N}"] = mean(repetition(o, REP_N) for o in outs)
+    nll = mean_nll(unit_result.get("quality", {}).get(label) or [], [len(o) for o in outs]) \
+        if unit_result.get("quality_kind") == "perplexity" else None
+    out["surprise_bits"] = None if nll is None else nll / math.log(2)
     return out
 
 
@@ -174,12 +201,18 @@ def _quality(unit_result: dict, label: str, ref: str = "greedy") -> dict:
             "quality_delta": None if mine is None or base is None else mine - base}
 
 
-def perplexity(nll_sums: list[float | None], new_tokens: list[int]) -> float | None:
-    """exp(total NLL / total tokens) over the prompts that have both."""
+def mean_nll(nll_sums: list[float | None], new_tokens: list[int]) -> float | None:
+    """Total NLL / total tokens (nats per token) over the prompts that have both."""
     pairs = [(s, n) for s, n in zip(nll_sums, new_tokens) if s is not None and n]
     if not pairs:
         return None
-    return math.exp(sum(s for s, _ in pairs) / sum(n for _, n in pairs))
+    return sum(s for s, _ in pairs) / sum(n for _, n in pairs)
+
+
+def perplexity(nll_sums: list[float | None], new_tokens: list[int]) -> float | None:
+    """exp(total NLL / total tokens) over the prompts that have both."""
+    nll = mean_nll(nll_sums, new_tokens)
+    return None if nll is None else math.exp(nll)
 
 
 def _status(row: dict) -> str:

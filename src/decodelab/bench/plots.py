@@ -1,5 +1,7 @@
 """PNG plots: speedup bars with their interquartile range, and speed vs quality for the rows
-whose output may differ from greedy (sampling and lossy rows), greedy as the reference point.
+whose output may differ from greedy (sampling, search and lossy rows), greedy as the reference
+point (on perplexity cells a second panel: distinct-2, within each output and across the
+sequences of several-output methods).
 Diffusion cells: quality (accuracy per task, or agreement on code) against NFE, with the Pareto
 front (the rows no other row beats on both)."""
 from __future__ import annotations
@@ -47,25 +49,56 @@ def render(results: dict, out: Path) -> list[Path]:
         lossy = [r for r in rows if r["quality"] is not None and r["speedup_vs_greedy"]
                  and (not r["claims_greedy_equality"] or r["row"] == "greedy")]
         if len(lossy) > 1:
-            fig, ax = plt.subplots(figsize=(5, 4))
-            for r in lossy:
-                ax.scatter(r["quality"], r["speedup_vs_greedy"]["median"],
-                           marker="*" if r["row"] == "greedy" else "o", s=80)
-                ax.annotate(r["row"], (r["quality"], r["speedup_vs_greedy"]["median"]), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
-            kind = lossy[0]["quality_kind"]
-            ax.set_xlabel({"accuracy": "task accuracy", "satisfied": "share satisfying the checker"}.get(
-                kind, "perplexity under the target (lower is better)"))
-            ax.set_ylabel("speedup vs our greedy")
-            ax.set_title(f"speed vs quality: {wl} on {model}", fontsize=9)
-            fig.tight_layout()
             p = out / f"quality{tag}.png"
-            fig.savefig(p, dpi=120)
-            plt.close(fig)
+            title = f"speed vs quality: {wl} on {model}" + (" [PARTIAL]" if results.get("partial") else "")
+            speed_quality(plt, lossy, title, p)
             paths.append(p)
     from . import compute
 
     return paths + compute.plot(results, out)  # quality against compute, for the cells with a rate quality
+
+
+def speed_quality(plt, rows: list[dict], title: str, path: Path) -> None:
+    """Speed (tokens/s as a ratio to our greedy, median and IQR) against quality, one point per row
+    (greedy a star). Perplexity cells get two panels: perplexity under the target, and distinct-2
+    within each output (a several-output row adds a hollow point at its distinct-2 across the
+    sequences, joined to its own); other cells one panel of their rate (accuracy, satisfied)."""
+    kind = rows[0]["quality_kind"]
+    panels = [("quality", {"accuracy": "task accuracy", "satisfied": "share satisfying the checker"}.get(
+        kind, "perplexity under the target (lower is better)"))]
+    if kind == "perplexity" and any(r.get("distinct_2") is not None for r in rows):
+        panels.append(("distinct_2", "distinct-2 within each output (hollow: across the k returned)"))
+    legend_h = 0.2 + 0.2 * ((len(rows) + 2) // 3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2 + legend_h), sharey=True, squeeze=False)
+    for ax, (key, name) in zip(axes[0], panels):
+        for i, r in enumerate(rows):
+            sp = r["speedup_vs_greedy"]
+            y, err = sp["median"], [[sp["median"] - sp["q25"]], [sp["q75"] - sp["median"]]]
+            colour, x, star = f"C{i % 10}", r.get(key), r["row"] == "greedy"
+            if x is None:
+                continue
+            ax.errorbar(x, y, yerr=err, fmt="*" if star else "os^DvP<>X"[i % 9], ms=10 if star else 7, color=colour,
+                        capsize=3, label=r["row"], alpha=0.9)
+            across = r.get("distinct_across_2") if key == "distinct_2" else None
+            if across is not None:
+                ax.plot([x, across], [y, y], color=colour, lw=0.8, ls=":")
+                ax.scatter(across, y, s=49, facecolors="none", edgecolors=colour)
+        if key == "quality" and kind == "perplexity":  # log, with plain numbers on the major ticks only
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(name)
+        ax.axhline(1.0, color="black", lw=0.6, ls="--")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("tokens/s ÷ our greedy's (median, IQR)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, legend_h / (4.2 + legend_h), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def front(points: list[tuple[float, float]]) -> list[int]:

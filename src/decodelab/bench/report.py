@@ -118,6 +118,7 @@ def markdown(results: dict) -> str:
         lines += ["", "vs the transformers peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
         lines.append("")
+        lines += text_section(rows)
     if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
         return "\n".join(lines)
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
@@ -132,6 +133,45 @@ def markdown(results: dict) -> str:
     from . import compute
 
     return "\n".join(lines + compute.markdown(results))
+
+
+TEXT_COLUMNS = ("row", "x greedy [IQR]", "ppl", "surprise (bits)", "distinct-1/2/3", "across k: distinct-1/2/3 (k)",
+                "rep-4")
+
+
+def text_rows(rows: list[dict]) -> list[dict]:
+    """The rows of a causal cell whose output may differ from greedy (sampling, search, lossy),
+    with our greedy as the reference point; empty when the cell has none."""
+    lossy = [r for r in rows if not r.get("claims_greedy_equality") and not r.get("peer") and r["row"] != "greedy"]
+    return [r for r in rows if r["row"] == "greedy"] + lossy if lossy else []
+
+
+def text_section(rows: list[dict]) -> list[str]:
+    """The text-quality table of a causal cell (metrics.text_quality's figures)."""
+    picked = text_rows(rows)
+    if not picked:
+        return []
+
+    def triple(r, key):
+        vals = [r.get(f"{key}_{n}") for n in (1, 2, 3)]
+        return "-" if all(v is None for v in vals) else " / ".join(_num(v) for v in vals)
+
+    lines = ["Text quality of the rows whose output may differ from greedy:", "",
+             "| " + " | ".join(TEXT_COLUMNS) + " |", "|" + "---|" * len(TEXT_COLUMNS)]
+    for r in picked:
+        ppl = r.get("quality") if r.get("quality_kind") == "perplexity" else None
+        across = triple(r, "distinct_across")
+        k = r.get("sequences_per_prompt")
+        cells = [r["row"], _spread(r.get("speedup_vs_greedy")), _num(ppl, "{:.3f}"), _num(r.get("surprise_bits")),
+                 triple(r, "distinct"), across + (f" ({k:g})" if across != "-" and k else ""),
+                 _num(r.get("repetition_4"), "{:.3f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", "ppl: perplexity of the generated tokens under the target (teacher-forced, its raw "
+                    "distribution); surprise: their mean -log2 p (bits, log2 of ppl); distinct-n: distinct n-grams / "
+                    "n-grams within each output, mean over prompts; across k: the same pooled over the k sequences a "
+                    "several-output method returns per prompt; rep-4: share of each output's 4-grams that occurred "
+                    "earlier in it, mean over prompts. Several-output rows: ppl, surprise, distinct and rep-4 of the "
+                    "best sequence (the one generate() returns as tokens).", ""]
 
 
 def render(results: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:

@@ -7,8 +7,11 @@ time.perf_counter (CUDA is synchronised first), and its process CPU time is reco
 figure that waiting for a busy machine's cores does not inflate); methods only count. With ignore_eos (the
 default) every row generates exactly max_new_tokens per prompt: the same work for every row, and
 the peers run with eos_token_id=None to match. Quality (perplexity or task accuracy) is measured
-after the timing, from the first repeat's outputs. A KeyboardInterrupt stops the unit and
-returns what was measured, marked partial.
+after the timing, from the first repeat's outputs; perplexity teacher-forces the output through the
+target adapter (one forward, the raw distribution: temperature 1, no filters). Methods that return
+several sequences per prompt (beam, diverse_beam, superposed) also keep them all, from the first
+repeat, for diversity across them (`sequences`). A KeyboardInterrupt stops the unit and returns
+what was measured, marked partial.
 
 Methods that learn across generations (Token Recycling, ADED) get their memory only from the
 `State` passed in: every row gets a new State per repeat, carried over the prompts in order, as a
@@ -26,6 +29,7 @@ import torch
 
 from .. import rewards
 from ..errors import DecodeLabError
+from ..loops.common import token_logprobs
 from ..state import State
 from . import peers, workloads
 from .rows import DIFFUSION_REFERENCE, REFERENCES, Row, make_row, method_kwargs, parse_row
@@ -104,6 +108,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
               "errors": {}, "unstable": {}, "quality": {}, "partial": False, "load_rss_mb": _rss_mb(),
               "torch_threads": torch.get_num_threads(), "tasks": [ex.task for ex in wl.examples]}
     outputs: dict[str, dict[int, list[int]]] = {r.label: {} for r in unit.rows}
+    sequences: dict[str, dict[int, list[list[int]]]] = {}  # several-output rows: every sequence per prompt
     if progress is not None:
         progress.total = (progress.total or 0) + total_steps(unit, len(wl.prompts))
         progress.refresh()
@@ -122,15 +127,18 @@ def run_unit(unit: Unit, progress=None) -> dict:
                             rec = _guarded(result, r, lambda: _timed(r, target, draft, prompt, i, wl, s, memory,
                                                                      states[r.label]))
                             if rec is not None:
-                                tokens = rec.pop("tokens")
+                                tokens, seqs = rec.pop("tokens"), rec.pop("sequences", None)
                                 rec.update(row=r.label, prompt=i, repeat=rep)
                                 result["records"].append(rec)
+                                if seqs is not None and rep == 0:  # a several-output method: all of them
+                                    sequences.setdefault(r.label, {})[i] = seqs
                                 if outputs[r.label].setdefault(i, tokens) != tokens:  # a repeat changed it
                                     result["unstable"][r.label] = result["unstable"].get(r.label, 0) + 1
                         _tick(progress)
     except KeyboardInterrupt:
         result["partial"] = True
     result["outputs"] = {label: [outs[i] for i in sorted(outs)] for label, outs in outputs.items()}
+    result["sequences"] = {label: [seqs[i] for i in sorted(seqs)] for label, seqs in sequences.items()}
     if not result["partial"]:
         try:
             ref = result["outputs"].get(unit.reference)
@@ -178,7 +186,8 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, stat
     out = api.generate(target, list(prompt), row.method, draft=draft if spec.draft else None,
                        max_new_tokens=wl.max_new_tokens, ignore_eos=s.ignore_eos, state=state, **kw)
     st = out.stats
-    return out.tokens, {"new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
+    more = {} if out.sequences is None else {"sequences": out.sequences}
+    return out.tokens, {**more, "new_tokens": st.new_tokens, "prompt_tokens": st.prompt_tokens,
                         "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
                         "draft_forwards": st.draft_forwards, "draft_tokens_scored": st.draft_tokens_scored,
                         "committed_total": sum(st.committed), "committed_steps": len(st.committed),
@@ -228,11 +237,18 @@ def _quality(target, wl, prompts, outputs: list[list[int]], reference=None) -> l
         elif not out:
             scores.append(None)
         else:
-            ids = torch.tensor([prompts[i] + out], device=target.device)  # [1, T + n]
-            logits = target.model(input_ids=ids).logits[0, len(prompts[i]) - 1:-1].float()  # [n, V]
-            nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompts[i]):], reduction="sum")
-            scores.append(float(nll))
+            scores.append(-sum(target_logprobs(target, prompts[i], out)))
     return scores
+
+
+def target_logprobs(target, prompt: list[int], out: list[int]) -> list[float]:
+    """log p of each of `out`'s tokens under the target's raw distribution after `prompt`,
+    teacher-forced in one forward through the adapter (any CausalLM: a transformers model, ToyLM)."""
+    target.reset()
+    ids = torch.tensor(prompt + out)  # [T + n]
+    logits = target.forward(ids, torch.arange(len(ids))).logits[len(prompt) - 1:-1]  # [n, V]
+    target.reset()
+    return token_logprobs(logits, out)
 
 
 def _rss_mb() -> float | None:
