@@ -1,6 +1,7 @@
 """The llama.cpp sampler chain (core/processors.py) against hand-computed logits: the kept set
 and the changed scores of every processor, the chain order, XTC as a mixture, and bad input."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,17 +22,47 @@ def cfg(**kw) -> SamplingConfig:
     return SamplingConfig(do_sample=True, **kw)
 
 
-def test_llama_cpp_default_order_is_the_documented_one():
+def test_llama_cpp_preset_is_llama_cpp_documented_default_order():
     # llama.cpp common/common.h, common_params_sampling::samplers (and common_sampler_type_to_str names)
     assert P.LLAMA_CPP_SAMPLERS == ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc",
                                     "temperature")
-    assert P.parse_samplers(SamplingConfig().samplers) == P.LLAMA_CPP_SAMPLERS
+    assert P.parse_samplers("llama.cpp") == P.LLAMA_CPP_SAMPLERS
+    assert P.parse_samplers(SamplingConfig().samplers) == P.TRANSFORMERS_SAMPLERS  # the default
+    assert P.parse_samplers(" top_k; temperature ") == ("top_k", "temperature")
     assert P.DEFAULT_BREAKERS == ("\n", ":", "\"", "*")
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0.6, top_p=0.8), dict(temperature=1.7, min_p=0.05),
+                                dict(temperature=0.8, top_k=7, top_p=0.9, typical_p=0.7),
+                                dict(temperature=1.3, min_p=0.02, typical_p=0.9, repetition_penalty=1.3)])
+def test_default_order_gives_the_distribution_of_transformers_generate(kw):
+    """The default chain equals transformers' own logits processors, built as `generate` builds
+    them for the same arguments (penalty over the whole context: repeat_last_n=-1)."""
+    from transformers import GenerationConfig
+    from transformers.generation.utils import GenerationMixin
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=g) * 3
+    ctx = torch.randint(0, 50, (3, 20), generator=g)
+    gc = GenerationConfig(do_sample=True, **kw)
+    model = GenerationMixin.__new__(GenerationMixin)  # only what _get_logits_processor reads
+    model.config = SimpleNamespace(is_encoder_decoder=False)
+    procs = GenerationMixin._get_logits_processor(model, gc,
+                                                  input_ids_seq_length=20, encoder_input_ids=ctx,
+                                                  prefix_allowed_tokens_fn=None, logits_processor=None)
+    want = torch.softmax(procs(ctx, logits.clone()), -1)
+    ours = torch.stack([probs_from_logits(logits[i], cfg(**kw, repeat_last_n=-1), ctx=ctx[i].tolist())
+                        for i in range(3)])
+    assert torch.allclose(ours, want, atol=1e-6)
+    if "repetition_penalty" not in kw:  # the order matters for these arguments: llama.cpp's differs
+        llama = torch.stack([probs_from_logits(logits[i], cfg(**kw, samplers="llama.cpp")) for i in range(3)])
+        assert not torch.allclose(llama, want, atol=1e-3)
 
 
 def test_chain_lists_only_the_active_processors_in_order():
     c = cfg(temperature=0.7, top_k=3, min_p=0.1, repetition_penalty=1.1, xtc_probability=0.5)
-    assert c.chain == ("penalties", "top_k", "min_p", "xtc", "temperature") and c.history
+    assert c.chain == ("penalties", "temperature", "top_k", "min_p", "xtc") and c.history
+    assert cfg(temperature=0.7, top_k=3, samplers="llama.cpp").chain == ("top_k", "temperature")
     assert cfg().chain == () and not cfg().history
     assert not SamplingConfig(repetition_penalty=1.3).history  # greedy ignores the processors
 
@@ -40,11 +71,13 @@ def test_order_matters_min_p_before_or_after_temperature():
     """llama.cpp (temperature last): min_p 0.35 keeps p >= 0.175 of the raw distribution, then T = 2
     flattens the two kept tokens; transformers' order (temperature first) judges min_p on the
     flattened distribution (p ~ sqrt p: ratio to the top sqrt(p / 0.5) >= 0.35 keeps p >= 0.061)."""
-    llama = probs_from_logits(LOGITS, cfg(min_p=0.35, temperature=2.0))
+    llama = probs_from_logits(LOGITS, cfg(min_p=0.35, temperature=2.0, samplers="llama.cpp"))
     assert kept(llama) == [0, 1]
     root = PROBS[:2].sqrt()
     assert torch.allclose(llama[:2], root / root.sum(), atol=1e-6)
-    hf = probs_from_logits(LOGITS, cfg(min_p=0.35, temperature=2.0, samplers="temperature;top_k;top_p;min_p"))
+    hf = probs_from_logits(LOGITS, cfg(min_p=0.35, temperature=2.0))  # the default, transformers' order
+    assert torch.equal(hf, probs_from_logits(LOGITS, cfg(min_p=0.35, temperature=2.0,
+                                                         samplers="temperature;top_k;top_p;min_p")))
     assert kept(hf) == [0, 1, 2, 3]
     root = PROBS[:4].sqrt()
     assert torch.allclose(hf[:4], root / root.sum(), atol=1e-6)

@@ -2,21 +2,27 @@
 
 Every processor takes logits [..., V] (float32, -inf where an earlier processor dropped a token)
 and returns new logits; none modifies its input. `process` runs them in the order
-`cfg.samplers` names (llama.cpp's `--samplers` names, ';'-separated), then softmax. The default
-order is llama.cpp's documented default (common/common.h, `common_params_sampling::samplers`):
+`cfg.samplers` names (llama.cpp's `--samplers` names, ';'-separated, or a preset), then softmax.
+Two presets:
 
-    penalties; dry; top_n_sigma; top_k; typ_p; top_p; min_p; xtc; temperature
+    transformers (the default)  penalties; dry; temperature; top_n_sigma; top_k; top_p; min_p; typ_p; xtc
+    llama.cpp                   penalties; dry; top_n_sigma; top_k; typ_p; top_p; min_p; xtc; temperature
 
-so temperature comes LAST, after the truncation samplers, as in llama.cpp (transformers divides
-by the temperature first: `samplers="penalties;dry;temperature;top_k;typ_p;top_p;min_p"` gives
-its order; top-k and top-n-sigma keep the same tokens either way).
+"transformers" is the order of transformers' `generate` (its warpers: temperature, top-k, top-p,
+min-p, typical; vLLM's too), so the same arguments give the same distribution as `generate`;
+top_n_sigma and xtc, which it lacks, sit next to the truncation samplers. "llama.cpp" is
+llama.cpp's documented default (common/common.h, `common_params_sampling::samplers`), temperature
+LAST, so the truncation samplers judge the model's own probabilities. The order changes the
+distribution only when temperature != 1 meets top_p, min_p, typical_p or xtc (top-k and
+top-n-sigma keep the same tokens either way), or when typical_p meets top_p or min_p.
 
 Processors and their parameters (llama.cpp's names and defaults; transformers' where it has one):
 
   penalties    repetition_penalty (1.0: off), presence_penalty, frequency_penalty (0.0), over the
                last repeat_last_n tokens of the context (64; -1 the whole context, 0 off). A seen
                token's logit l becomes l * r if l <= 0 else l / r, minus count * frequency +
-               presence (llama.cpp's llama_sampler_penalties).
+               presence (llama.cpp's llama_sampler_penalties; transformers' repetition_penalty
+               counts the whole context: repeat_last_n=-1).
   dry          DRY, "Don't Repeat Yourself" (p-e-w; llama.cpp's llama_sampler_dry, ported from
                koboldcpp): a token that would extend a sequence already seen in the last
                dry_penalty_last_n tokens (-1: the whole context) by a repeat of length n >=
@@ -58,17 +64,23 @@ import torch
 
 # llama.cpp's default order (common_params_sampling::samplers) and its canonical names
 LLAMA_CPP_SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+# transformers' generate: penalties, then TemperatureLogitsWarper, TopK, TopP, MinP, Typical
+TRANSFORMERS_SAMPLERS = ("penalties", "dry", "temperature", "top_n_sigma", "top_k", "top_p", "min_p", "typ_p", "xtc")
+PRESETS = {"transformers": TRANSFORMERS_SAMPLERS, "llama.cpp": LLAMA_CPP_SAMPLERS}
 DEFAULT_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's dry_sequence_breakers
 _FLOAT_MAX_LOG = 88.7228391  # llama.cpp caps DRY's exponent at log(FLT_MAX) / log(base)
 
 
 def parse_samplers(text: str) -> tuple[str, ...]:
-    """'penalties;top_k;temperature' -> ('penalties', 'top_k', 'temperature'). Unknown or repeated
-    names raise ValueError."""
+    """'penalties;top_k;temperature' -> ('penalties', 'top_k', 'temperature'); a preset name
+    ('transformers', 'llama.cpp') -> its order. Unknown or repeated names raise ValueError."""
+    if text.strip() in PRESETS:
+        return PRESETS[text.strip()]
     names = tuple(s.strip() for s in text.split(";") if s.strip())
     bad = [n for n in names if n not in LLAMA_CPP_SAMPLERS]
     if bad:
-        raise ValueError(f"unknown sampler(s) {', '.join(bad)}; known: {';'.join(LLAMA_CPP_SAMPLERS)}")
+        raise ValueError(f"unknown sampler(s) {', '.join(bad)}; known: {';'.join(LLAMA_CPP_SAMPLERS)}, or a preset: "
+                         f"{', '.join(PRESETS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"samplers names one twice: {text!r}")
     return names

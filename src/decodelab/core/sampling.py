@@ -3,9 +3,9 @@
 Argument names follow transformers' `generate` (`do_sample`, `temperature`, `top_k`, `top_p`,
 `typical_p`, `repetition_penalty`) and llama.cpp where transformers has none (`min_p`,
 `top_n_sigma`, `xtc_*`, `dry_*`, `presence_penalty`, `frequency_penalty`, `repeat_last_n`,
-`samplers`). The processors and their order (llama.cpp's sampler chain) live in
-core/processors.py. Draws take an explicit `torch.Generator`: seeded runs never depend on global
-RNG state.
+`samplers`). The processors and their order (transformers' by default, llama.cpp's with
+`samplers="llama.cpp"`) live in core/processors.py. Draws take an explicit `torch.Generator`:
+seeded runs never depend on global RNG state.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DecodeLabError
 from ..options import Options, option
-from .processors import DEFAULT_BREAKERS, LLAMA_CPP_SAMPLERS, parse_samplers, process
+from .processors import DEFAULT_BREAKERS, parse_samplers, process
 
 # the option that switches each processor on (for messages)
 _STAGE_OPTIONS = {"penalties": "repetition_penalty/presence_penalty/frequency_penalty", "dry": "dry_multiplier",
@@ -32,8 +32,8 @@ class SamplingConfig(Options):
     """How a next token is chosen from p. `do_sample=False` is greedy (argmax of the raw logits)."""
 
     do_sample: bool = option(False, "sample from the processed distribution (False: greedy)")
-    temperature: float = option(1.0, "divide the logits by this (last in the default chain, as llama.cpp; "
-                                "see samplers)", above=0)
+    temperature: float = option(1.0, "divide the logits by this (first of the truncation samplers by default, "
+                                "as transformers; last with samplers='llama.cpp')", above=0)
     top_k: int = option(0, "keep the k likeliest tokens (0: off)", lo=0)
     top_p: float = option(1.0, "keep the smallest set of tokens with this much mass (1: off)", above=0, hi=1)
     min_p: float = option(0.0, "drop tokens below min_p times the top probability (0: off; llama.cpp)",
@@ -64,8 +64,8 @@ class SamplingConfig(Options):
                                      hi=2**31 - 1)
     dry_sequence_breakers: str = option(json.dumps(list(DEFAULT_BREAKERS)), "DRY: a JSON list of strings; a repeat "
                                         "never crosses a token whose text contains one")
-    samplers: str = option(";".join(LLAMA_CPP_SAMPLERS), "the order of the chain, llama.cpp's --samplers names "
-                           "separated by ';' (the default is llama.cpp's: temperature last)")
+    samplers: str = option("transformers", "the order of the chain: 'transformers' (temperature first), "
+                           "'llama.cpp' (temperature last) or llama.cpp's --samplers names separated by ';'")
 
     def validate(self) -> None:
         try:
