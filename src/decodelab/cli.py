@@ -1,4 +1,4 @@
-"""`decodelab` command line: methods, generate, demo, zoo, bench, train, serve.
+"""`decodelab` command line: methods, generate, demo, zoo, bench, train, serve, convert.
 
 Every DecodeLabError becomes one line `decodelab: <message>` on stderr and exit code 2; argparse
 usage errors also exit 2. Method flags are built from the method's config dataclass.
@@ -77,7 +77,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, the fastest for the zoo models)")
     p.set_defaults(func=cmd_demo)
 
-    for mod in ("zoo", "bench", "train", "serve"):  # each family of commands lives with its package
+    for mod in ("zoo", "bench", "train", "serve", "convert"):  # each family of commands lives with its package
         try:
             cli = __import__(f"decodelab.{mod}.cli", fromlist=["add_commands"])
         except ModuleNotFoundError as e:
