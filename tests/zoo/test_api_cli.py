@@ -42,7 +42,7 @@ def test_cli_list_and_info(capsys):
     for n in zoo.MODELS:
         assert n in out
     assert main(["zoo", "list", "--json"]) == 0
-    assert {r["name"] for r in json.loads(capsys.readouterr().out)} == set(zoo.MODELS)
+    assert {r["name"] for r in json.loads(capsys.readouterr().out)} == set(zoo.MODELS) | set(zoo.DERIVED)
     assert main(["zoo", "info", "tasks-ar"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "tasks-ar"
 

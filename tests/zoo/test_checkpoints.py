@@ -95,3 +95,24 @@ def test_task_models_solve_their_tasks(name, floors):
     tok = AutoTokenizer.from_pretrained(str(path))
     acc = task_accuracy(model, tok, zoo.RECIPES[name].kind, n=40, task_names=list(floors))
     assert all(acc[t] >= f for t, f in floors.items()), acc
+
+
+def test_the_hyperfitted_checkpoint_is_bundled_with_its_card_and_is_not_a_zoo_train_recipe(capsys):
+    """zoo:code-target-hyperfit (train/hyperfit.py): near-zero training loss, a far worse held-out
+    loss than its base (the distribution sharpened), and greedy decoding less repetitive than the
+    base's greedy, as its card measured."""
+    import decodelab
+    from decodelab.cli import main
+
+    card = json.loads((_bundled("code-target-hyperfit") / "card.json").read_text())
+    base = json.loads((_bundled("code-target") / "card.json").read_text())
+    assert card["base"] == "zoo:code-target" and card["parameters"] == base["parameters"]
+    assert card["train_loss_final"] < 0.1 < card["train_loss_first_epoch"]
+    assert card["heldout_loss"] > base["heldout_loss"] + 1
+    fig = card["decode_figures"]
+    assert fig["hyperfit_greedy"]["repetition_4gram"] < fig["base_greedy"]["repetition_4gram"] / 2
+    lm = decodelab.load("zoo:code-target-hyperfit")
+    assert decodelab.generate(lm, "def add(a, b):\n", "greedy", max_new_tokens=6).tokens
+    assert zoo.info("code-target-hyperfit")["kind"] == "causal"
+    assert main(["zoo", "train", "code-target-hyperfit"]) == 2
+    assert "decodelab train hyperfit" in capsys.readouterr().err

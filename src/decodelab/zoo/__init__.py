@@ -19,13 +19,15 @@ from decodelab.errors import DecodeLabError
 from decodelab.zoo.recipes import MODELS, RECIPES
 
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
+# checkpoints made from another zoo model by a `decodelab train` recipe (not by `zoo train`): the command
+DERIVED: dict[str, str] = {"code-target-hyperfit": "decodelab train hyperfit --base zoo:code-target"}
 
-__all__ = ["MODELS", "RECIPES", "CHECKPOINTS_DIR", "resolve", "list_models", "info", "train"]
+__all__ = ["MODELS", "DERIVED", "RECIPES", "CHECKPOINTS_DIR", "resolve", "list_models", "info", "train"]
 
 
 def _check_name(name: str) -> None:
-    if name not in RECIPES:
-        raise DecodeLabError(f"unknown zoo model {name!r}; known models: {', '.join(MODELS)}")
+    if name not in RECIPES and name not in DERIVED:
+        raise DecodeLabError(f"unknown zoo model {name!r}; known models: {', '.join(MODELS + tuple(DERIVED))}")
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -37,10 +39,9 @@ def resolve(name: str) -> Path:
     _check_name(name)
     path = CHECKPOINTS_DIR / name
     if not _is_checkpoint(path):
-        raise DecodeLabError(
-            f"zoo model {name!r} is known but its checkpoint is not bundled at {path}; "
-            f"train it with `decodelab zoo train {name} --out {path}`"
-        )
+        how = DERIVED.get(name, f"decodelab zoo train {name}")
+        raise DecodeLabError(f"zoo model {name!r} is known but its checkpoint is not bundled at {path}; "
+                             f"train it with `{how} --out {path}`")
     return path
 
 
@@ -51,12 +52,15 @@ def info(name: str) -> dict:
     _check_name(name)
     path = CHECKPOINTS_DIR / name
     card = read_card(path) if _is_checkpoint(path) else {}
-    r = RECIPES[name]
+    if name in DERIVED:  # its card holds what a recipe would
+        kind, data, description = card.get("kind", "causal"), "code", card.get("recipe", {}).get("description", "")
+    else:
+        kind, data, description = RECIPES[name].kind, RECIPES[name].data, RECIPES[name].description
     out = {
         "name": name,
-        "kind": r.kind,
-        "data": r.data,
-        "description": r.description,
+        "kind": kind,
+        "data": data,
+        "description": description,
         "bundled": bool(card),
         "path": str(path) if card else None,
     }
@@ -79,8 +83,8 @@ def info(name: str) -> dict:
 
 
 def list_models() -> list[dict]:
-    """One ``info`` dict per zoo model."""
-    return [info(n) for n in MODELS]
+    """One ``info`` dict per zoo model (the derived ones last)."""
+    return [info(n) for n in MODELS + tuple(DERIVED)]
 
 
 def train(
@@ -102,6 +106,9 @@ def train(
     ``init_from`` continues from an earlier checkpoint of the same model (a second stage).
     """
     _check_name(name)
+    if name in DERIVED:
+        raise DecodeLabError(f"zoo model {name!r} is made from another zoo model by `{DERIVED[name]}`, not by "
+                             "zoo train")
     if tokens is not None and (not isinstance(tokens, int) or tokens <= 0):
         raise DecodeLabError(f"tokens must be a positive integer, got {tokens!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
