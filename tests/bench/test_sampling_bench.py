@@ -84,7 +84,7 @@ def test_a_sampling_cell_end_to_end(tok_model_dir, tmp_path):
         assert r["surprise_bits"] == pytest.approx(math.log2(r["quality"]))
         assert all(0 < r[f"distinct_{n}"] <= 1 for n in (1, 2, 3)) and 0 <= r["repetition_4"] < 1
     md = report.markdown(res)
-    assert "Text quality of the rows whose output may differ from greedy:" in md
+    assert "Text quality of greedy and of the rows whose output may differ from it:" in md
     assert "| " + " | ".join(report.TEXT_COLUMNS) + " |" in md
     line = next(x for x in md.splitlines() if x.startswith("| diverse_beam:") and "/" in x.split("|")[6])
     assert line.split("|")[6].strip().endswith("(4)")  # across k = 4 sequences
@@ -97,5 +97,6 @@ def test_no_text_table_without_rows_that_may_differ():
             {"row": "sps", "claims_greedy_equality": True, "peer": False},
             {"row": "hf:greedy", "claims_greedy_equality": True, "peer": True}]
     assert report.text_section(rows) == []
+    assert [r["row"] for r in report.text_rows(rows, also_greedy=True)] == ["greedy"]  # other cells have some
     assert [r["row"] for r in report.text_rows(rows + [{"row": "sample", "claims_greedy_equality": False}])] == [
         "greedy", "sample"]

@@ -69,12 +69,13 @@ def speed_quality(plt, rows: list[dict], title: str, path: Path) -> None:
     if kind == "perplexity" and any(r.get("distinct_2") is not None for r in rows):
         panels.append(("distinct_2", "distinct-2 within each output (hollow: across the k returned)"))
     legend_h = 0.2 + 0.2 * ((len(rows) + 2) // 3)
+    palette = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")  # a colour of its own per row
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2 + legend_h), sharey=True, squeeze=False)
     for ax, (key, name) in zip(axes[0], panels):
         for i, r in enumerate(rows):
             sp = r["speedup_vs_greedy"]
             y, err = sp["median"], [[sp["median"] - sp["q25"]], [sp["q75"] - sp["median"]]]
-            colour, x, star = f"C{i % 10}", r.get(key), r["row"] == "greedy"
+            colour, x, star = palette(i % palette.N), r.get(key), r["row"] == "greedy"
             if x is None:
                 continue
             ax.errorbar(x, y, yerr=err, fmt="*" if star else "os^DvP<>X"[i % 9], ms=10 if star else 7, color=colour,

@@ -94,6 +94,8 @@ def markdown(results: dict) -> str:
     by_cell: dict[tuple, list[dict]] = {}
     for r in results["rows"]:
         by_cell.setdefault((r["model"], r["draft"], r["workload"]), []).append(r)
+    # a run with sampling or search rows shows every causal cell's text quality, its greedy at least
+    texts = any(text_rows(rows) for rows in by_cell.values() if not rows[0].get("diffusion"))
     units = {u["unit"]["uid"]: u for u in results["units"]}
     for (model, draft, wl), rows in by_cell.items():
         u = units.get(rows[0]["unit"], {})
@@ -118,7 +120,7 @@ def markdown(results: dict) -> str:
         lines += ["", "vs the transformers peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
         lines.append("")
-        lines += text_section(rows)
+        lines += text_section(rows, also_greedy=texts)
     if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
         return "\n".join(lines)
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
@@ -139,16 +141,17 @@ TEXT_COLUMNS = ("row", "x greedy [IQR]", "ppl", "surprise (bits)", "distinct-1/2
                 "rep-4")
 
 
-def text_rows(rows: list[dict]) -> list[dict]:
+def text_rows(rows: list[dict], also_greedy: bool = False) -> list[dict]:
     """The rows of a causal cell whose output may differ from greedy (sampling, search, lossy),
-    with our greedy as the reference point; empty when the cell has none."""
+    with our greedy as the reference point; empty when the cell has none (also_greedy: its greedy
+    row alone then, for a run where other cells have such rows)."""
     lossy = [r for r in rows if not r.get("claims_greedy_equality") and not r.get("peer") and r["row"] != "greedy"]
-    return [r for r in rows if r["row"] == "greedy"] + lossy if lossy else []
+    return [r for r in rows if r["row"] == "greedy"] + lossy if lossy or also_greedy else []
 
 
-def text_section(rows: list[dict]) -> list[str]:
+def text_section(rows: list[dict], also_greedy: bool = False) -> list[str]:
     """The text-quality table of a causal cell (metrics.text_quality's figures)."""
-    picked = text_rows(rows)
+    picked = text_rows(rows, also_greedy)
     if not picked:
         return []
 
@@ -156,7 +159,7 @@ def text_section(rows: list[dict]) -> list[str]:
         vals = [r.get(f"{key}_{n}") for n in (1, 2, 3)]
         return "-" if all(v is None for v in vals) else " / ".join(_num(v) for v in vals)
 
-    lines = ["Text quality of the rows whose output may differ from greedy:", "",
+    lines = ["Text quality of greedy and of the rows whose output may differ from it:", "",
              "| " + " | ".join(TEXT_COLUMNS) + " |", "|" + "---|" * len(TEXT_COLUMNS)]
     for r in picked:
         ppl = r.get("quality") if r.get("quality_kind") == "perplexity" else None
