@@ -34,6 +34,7 @@ import torch
 
 from ..core.diversity import mean, repetition, type_token_ratio
 from ..errors import DecodeLabError
+from .curves import epoch_loss_plot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +176,8 @@ def run(base: str, out: str | Path, recipe: HyperfitRecipe, progress: bool = Tru
         model.to(torch.float16).save_pretrained(tmp)
         tok.save_pretrained(tmp)
         model.to(torch.float32)
-        _plot(log.rows, tmp / "loss.png", f"hyperfit {base}")
+        epoch_loss_plot(log.rows, tmp / "loss.png", f"hyperfit {base}", "loss (nats/token)",
+                        "train (the hyperfitting set)")
         ref = RECIPES["code-target"]  # the zoo's held-out windows and batch, as on the base's card
         tuned = api.load(str(tmp))  # the saved fp16 weights, run in float32
         card = {"name": out.name, "base": base, "kind": "causal", "architecture": type(model).__name__,
@@ -225,22 +227,3 @@ def readme(card: dict) -> str:
               "Curves: `loss.png`; per-epoch log: `training_log.jsonl`.", ""]
     return "\n".join(lines)
 
-
-def _plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train (the hyperfitting set)")
-    ax.plot(epochs, [r["heldout_loss"] for r in rows], "s-", label="held-out")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

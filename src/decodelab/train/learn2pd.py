@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import DecodeLabError
+from .curves import epoch_loss_plot
 
 HEADS_DIR = Path(__file__).resolve().parent.parent / "zoo" / "heads"
 UNMASKED = 1.0  # the feature of a position already unmasked
@@ -310,7 +311,8 @@ def run(model: str, out: str | Path, recipe: Learn2PDRecipe, progress: bool = Tr
     with staged_dir(out) as tmp, TrainLog(tmp / "training_log.jsonl") as log:
         f = fit(*train, recipe, heldout=held, log=log.emit, progress=progress)
         f.save(tmp, {"model": model})
-        _plot(log.rows, tmp / "loss.png", f"learn2pd filter for {model}, blocks of {recipe.block}")
+        epoch_loss_plot(log.rows, tmp / "loss.png", f"learn2pd filter for {model}, blocks of {recipe.block}",
+                        "BCE over masked positions (nats)")
         card = {"name": out.name, "model": model, "block_length": recipe.block, "hidden": recipe.hidden,
                 "parameters": sum(p.numel() for p in f.parameters()), "command": command,
                 "tasks": task_names, "train_steps": len(train[0]), "train_positions": int(train[2].sum()),
@@ -326,22 +328,3 @@ def run(model: str, out: str | Path, recipe: Learn2PDRecipe, progress: bool = Tr
         (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return out
 
-
-def _plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    ax.plot(epochs, [r["heldout_loss"] for r in rows], label="held-out")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("BCE over masked positions (nats)")
-    ax.set_title(title, fontsize=8)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=60)
-    plt.close(fig)
