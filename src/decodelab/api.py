@@ -37,8 +37,11 @@ def methods() -> dict[str, dict]:
     return {name: m.describe() for name, m in all_methods().items()}
 
 
+BACKENDS = ("auto", "torch", "llamacpp")
+
+
 def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
-         trust_remote_code: bool = False) -> CausalLM:
+         trust_remote_code: bool = False, backend: str = "auto") -> CausalLM:
     """Load a model as an adapter exposing `.model` and `.tokenizer`: HFCausalLM for causal LMs,
     HFDiffusionLM for masked (diffusion) LMs (architectures ending in ...ForMaskedLM).
 
@@ -46,11 +49,21 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
     then token ids), `zoo:NAME` for a bundled zoo model, or a hub name where a hub is reachable.
     dtype: a torch dtype or its name (float32, bfloat16, float16). Weights load from safetensors
     only; remote code runs only with trust_remote_code=True.
+
+    backend: "torch" (transformers), "llamacpp" (llama.cpp through llama-cpp-python, the
+    LlamaCppLM adapter: a model directory or zoo name is converted once to an f32 GGUF, cached) or
+    "auto" (a .gguf file runs on llama.cpp, anything else on torch).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    dtype = _dtype(dtype)
+    if backend not in BACKENDS:
+        raise DecodeLabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     src = str(path_or_name)
+    if backend == "llamacpp" or (backend == "auto" and src.endswith(".gguf")):
+        return _load_llamacpp(src, device, dtype)
+    if src.endswith(".gguf"):
+        raise DecodeLabError(f"'{src}' is a GGUF file, which runs on the llama.cpp backend (backend='llamacpp')")
+    dtype = _dtype(dtype)
     if src.startswith("zoo:"):
         from . import zoo
 
@@ -78,6 +91,23 @@ def load(path_or_name: str | os.PathLike, *, device: str = "cpu", dtype: torch.d
             if local.exists():
                 raise DecodeLabError(f"could not load the tokenizer in '{src}': {_first_line(e)}") from None
     return HFCausalLM(model, tokenizer)
+
+
+def _load_llamacpp(src: str, device: str, dtype) -> CausalLM:
+    from .models.llamacpp import LlamaCppLM
+
+    if device != "cpu":
+        raise DecodeLabError(f"the llama.cpp backend runs on the CPU here; got device '{device}'")
+    if _dtype(dtype) != torch.float32:
+        raise DecodeLabError("the llama.cpp backend runs a GGUF file in its own dtype: load a model directory in "
+                             "float32 (converted to an f32 GGUF), or convert it yourself with `decodelab convert "
+                             "--to gguf --dtype f16` and load the .gguf")
+    if src.endswith(".gguf"):
+        return LlamaCppLM(src)
+    from .convert import cached_gguf, need_gguf
+
+    need_gguf()
+    return LlamaCppLM(cached_gguf(src))
 
 
 def stream(model, prompt=None, method: str = "greedy", *, messages=None, draft=None, max_new_tokens: int = 64,

@@ -48,7 +48,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="decode a prompt with a method")
     p.add_argument("prompt", help="prompt text, or comma-separated token ids with --ids")
-    p.add_argument("--model", required=True, help="model directory, zoo:NAME or hub name")
+    p.add_argument("--model", required=True, help="model directory, zoo:NAME, hub name or .gguf file")
     p.add_argument("--method", default="greedy", help="decoding method (see `decodelab methods`)")
     p.add_argument("--draft", help="draft model for speculative methods")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -61,6 +61,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="weights and compute dtype (default float32)")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"),
+                   help="torch (transformers) or llamacpp (llama.cpp; a model directory or zoo name is converted "
+                        "once to an f32 GGUF); auto: llamacpp for a .gguf file, else torch")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print tokens, text and stats as JSON")
     out.add_argument("--stream", action="store_true", help="print tokens as they are committed")
@@ -184,7 +187,7 @@ def cmd_generate(args) -> int:
         raise DecodeLabError("--chat takes a text prompt, not --ids")
     prompt = _parse_ids(args.prompt) if args.ids else args.prompt
     quiet_transformers(progress_only=True)
-    load = dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    load = dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, backend=args.backend)
     model = api.load(args.model, **load)
     draft = api.load(args.draft, **load) if args.draft else None
     common = dict(draft=draft, max_new_tokens=args.max_new_tokens, ignore_eos=args.ignore_eos, stop=args.stop, **kwargs)

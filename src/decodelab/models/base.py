@@ -89,12 +89,21 @@ class CausalLM(Protocol):
     def eos_token_ids(self) -> list[int]: ...
 
 
+def forward_last(model: CausalLM, ids: torch.Tensor, positions: torch.Tensor) -> Step:
+    """A chain forward whose caller reads only the last row's logits: the adapter's own
+    `forward_last` when it has one (the llama.cpp adapter then computes that row only), else
+    forward()."""
+    fn = getattr(model, "forward_last", None)
+    return fn(ids, positions) if fn is not None else model.forward(ids, positions)
+
+
 def prefill(model: CausalLM, ids: torch.Tensor) -> Step | None:
-    """Forward ids [T] at the next positions, booked as prefill. Nothing to do for T = 0."""
+    """Forward ids [T] at the next positions, booked as prefill. Nothing to do for T = 0. The
+    step's logits may hold the last row only (forward_last)."""
     if len(ids) == 0:
         return None
     start = model.cache_len
-    step = model.forward(ids, torch.arange(start, start + len(ids)))
+    step = forward_last(model, ids, torch.arange(start, start + len(ids)))
     model.counter.as_prefill(len(ids))
     return step
 
@@ -113,7 +122,7 @@ def sync(model: CausalLM, ctx: torch.Tensor) -> torch.Tensor:
             n = int(diff[0])
     model.truncate(n)
     new = ctx[n:]
-    return model.forward(new, torch.arange(n, len(ctx))).logits[-1]
+    return forward_last(model, new, torch.arange(n, len(ctx))).logits[-1]
 
 
 @runtime_checkable

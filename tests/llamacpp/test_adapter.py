@@ -1,0 +1,197 @@
+"""The llama.cpp adapter against transformers on the same f32 weights: prefill, single steps, chains,
+trees (every node against sequential decoding), commit and truncate then continue, fresh()
+independence, and the capabilities it declares missing."""
+import inspect
+
+import pytest
+import torch
+
+pytest.importorskip("llama_cpp")
+
+import decodelab  # noqa: E402
+from decodelab.core.tree import TokenTree  # noqa: E402
+from decodelab.errors import DecodeLabError  # noqa: E402
+from decodelab.models import prefill  # noqa: E402
+from decodelab.models.llamacpp import LlamaCppLM  # noqa: E402
+
+ATOL = 1e-4
+
+
+@pytest.fixture(params=["zoo", "llama", "qwen2"])
+def pair(request, zoo_models, tiny_gguf):
+    """(transformers model, llama.cpp adapter) on the same weights."""
+    if request.param == "zoo":
+        return zoo_models[0].model, zoo_models[1].fresh()
+    src, path = tiny_gguf[request.param]
+    return decodelab.load(src).model, LlamaCppLM(path)
+
+
+def sequential(hf, ids: list[int]) -> torch.Tensor:
+    """transformers' logits after each token of ids, one token per forward. [T, V]"""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=hf.config)
+    kw = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+    with torch.inference_mode():
+        return torch.cat([hf(input_ids=torch.tensor([[t]]), use_cache=True, **{kw: cache}).logits[0].float()
+                          for t in ids])
+
+
+def _ids(n: int, vocab: int, seed: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (n,), generator=g).tolist()
+
+
+def _random_tree(n: int, vocab: int, seed: int) -> TokenTree:
+    g = torch.Generator().manual_seed(seed)
+    parents = [-1] + [int(torch.randint(0, i, (1,), generator=g)) for i in range(1, n)]
+    return TokenTree.from_lists(torch.randint(3, vocab, (n,), generator=g).tolist(), parents)
+
+
+def test_prefill_single_steps_and_chain_match_transformers(pair):
+    hf, lm = pair
+    ids = _ids(40, lm.vocab_size, 0)
+    ref = sequential(hf, ids)
+    full = lm.forward(torch.tensor(ids[:30]), torch.arange(30)).logits  # a prefill with every row
+    assert full.shape == (30, lm.vocab_size) and lm.cache_len == 30
+    assert torch.allclose(full, ref[:30], atol=ATOL)
+    for i in range(30, 34):  # single steps
+        step = lm.forward(torch.tensor([ids[i]]), torch.tensor([i])).logits
+        assert torch.allclose(step[0], ref[i], atol=ATOL)
+    chain = lm.forward(torch.tensor(ids[34:40]), torch.arange(34, 40)).logits
+    assert torch.allclose(chain, ref[34:40], atol=ATOL)
+    assert lm.cached_ids.tolist() == ids and lm.counter.forwards == 6 and lm.counter.tokens == 40
+
+
+def test_forward_last_and_prefill_compute_the_last_row(pair):
+    hf, lm = pair
+    ids = _ids(20, lm.vocab_size, 1)
+    step = prefill(lm, torch.tensor(ids))
+    assert step.logits.shape == (1, lm.vocab_size)
+    assert torch.allclose(step.logits[0], sequential(hf, ids)[-1], atol=ATOL)
+    assert lm.counter.prefill_forwards == 1 and lm.counter.forwards == 0 and lm.cache_len == 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tree_nodes_match_sequential_decoding_and_commit_continues(pair, seed):
+    hf, lm = pair
+    prompt = _ids(12, lm.vocab_size, seed + 10)
+    tree = _random_tree(16, lm.vocab_size, seed)
+    tree = TokenTree(torch.cat([torch.tensor([prompt[-1]]), tree.tokens[1:]]), tree.parents)
+    prefill(lm, torch.tensor(prompt[:-1]))
+    step = lm.forward(tree.tokens, tree.positions(len(prompt) - 1), tree_mask=tree.attention_mask)
+    assert step.logits.shape == (16, lm.vocab_size)
+    for path in tree.paths():
+        ref = sequential(hf, prompt[:-1] + tree.tokens[path].tolist())[len(prompt) - 1:]
+        assert torch.allclose(step.logits[path], ref, atol=ATOL), path
+    path = max(tree.paths(), key=len)
+    lm.commit(path)
+    committed = prompt[:-1] + tree.tokens[path].tolist()
+    assert lm.cached_ids.tolist() == committed and lm.cache_len == len(committed)
+    nxt = lm.forward(torch.tensor([5, 7]), torch.arange(len(committed), len(committed) + 2)).logits
+    assert torch.allclose(nxt, sequential(hf, committed + [5, 7])[-2:], atol=ATOL)
+
+
+@pytest.mark.parametrize("parents, keep", [
+    ([-1, 0, 1, 2, 3], [0, 1, 2]),  # a chain, a prefix kept
+    ([-1, 0, 0, 2, 1], [0, 2, 3]),  # a tree path that skips node 1
+    ([-1, 0, 0, 2, 1], [0, 1, 4]),  # the other branch
+    ([-1, 0, 1, 2, 3], [0]),  # nothing accepted
+    ([-1, 0, 0, 2, 1], []),  # not even the root
+])
+def test_commit_then_continue_matches_sequential(pair, parents, keep):
+    hf, lm = pair
+    prompt = _ids(10, lm.vocab_size, 3)
+    tree = TokenTree.from_lists([prompt[-1], 11, 12, 13, 14], parents)
+    prefill(lm, torch.tensor(prompt[:-1]))
+    lm.forward(tree.tokens, tree.positions(len(prompt) - 1),
+               tree_mask=None if tree.is_chain else tree.attention_mask)
+    lm.commit(keep)
+    committed = prompt[:-1] + tree.tokens[keep].tolist()
+    assert lm.cached_ids.tolist() == committed and lm.cache_len == len(committed)
+    nxt = lm.forward(torch.tensor([3, 4]), torch.arange(len(committed), len(committed) + 2)).logits
+    assert torch.allclose(nxt, sequential(hf, committed + [3, 4])[-2:], atol=ATOL)
+
+
+def test_forest_forward_of_a_draft_tree(pair):
+    """A draft model scores a tree without its root (loops.drafting.score_tree): several top nodes,
+    each attending to the cache; commit keeps a path from a top node."""
+    hf, lm = pair
+    prompt = _ids(9, lm.vocab_size, 4)
+    tree = TokenTree.from_lists([prompt[-1], 21, 22, 23, 24, 25], [-1, 0, 0, 1, 3, 2])
+    prefill(lm, torch.tensor(prompt))
+    step = lm.forward(tree.tokens[1:], tree.positions(len(prompt) - 1)[1:], tree_mask=tree.attention_mask[1:, 1:])
+    for path in tree.paths():
+        ref = sequential(hf, prompt + tree.tokens[path[1:]].tolist())[len(prompt):]
+        assert torch.allclose(step.logits[[i - 1 for i in path[1:]]], ref, atol=ATOL), path
+    lm.commit([0, 2])  # nodes 1 and 3
+    assert lm.cached_ids.tolist() == prompt + [21, 23]
+    nxt = lm.forward(torch.tensor([24]), torch.tensor([len(prompt) + 2])).logits
+    assert torch.allclose(nxt[0], sequential(hf, prompt + [21, 23, 24])[-1], atol=ATOL)
+    with pytest.raises(DecodeLabError, match="after a chain forward"):
+        lm.commit([1])
+
+
+@pytest.mark.parametrize("keep", [3, 17])
+def test_truncate_then_continue(pair, keep):
+    hf, lm = pair
+    ids = _ids(20, lm.vocab_size, 5)
+    prefill(lm, torch.tensor(ids))
+    lm.truncate(keep)
+    assert lm.cache_len == keep and lm.cached_ids.tolist() == ids[:keep]
+    new = [7, 8, 9, 10]
+    out = lm.forward(torch.tensor(new), torch.arange(keep, keep + 4)).logits
+    assert torch.allclose(out, sequential(hf, ids[:keep] + new)[keep:], atol=ATOL)
+
+
+def test_truncate_after_a_tree_keeps_only_a_path(pair):
+    hf, lm = pair
+    prompt = _ids(8, lm.vocab_size, 6)
+    tree = TokenTree.from_lists([prompt[-1], 11, 12, 13], [-1, 0, 1, 0])
+    prefill(lm, torch.tensor(prompt[:-1]))
+    lm.forward(tree.tokens, tree.positions(7), tree_mask=tree.attention_mask)
+    lm.truncate(7 + 2)  # root and node 1: a path
+    assert lm.cached_ids.tolist() == prompt + [11]
+    nxt = lm.forward(torch.tensor([3]), torch.tensor([9])).logits  # chain forwards continue from there
+    assert torch.allclose(nxt[0], sequential(hf, prompt + [11, 3])[-1], atol=ATOL)
+    lm.truncate(7)
+    lm.forward(tree.tokens, tree.positions(7), tree_mask=tree.attention_mask)
+    with pytest.raises(DecodeLabError, match="along a path"):
+        lm.truncate(7 + 4)
+    lm.truncate(5)
+    nxt = lm.forward(torch.tensor([3]), torch.tensor([5])).logits
+    assert torch.allclose(nxt[0], sequential(hf, prompt[:5] + [3])[-1], atol=ATOL)
+
+
+def test_fresh_generations_are_independent(pair):
+    hf, lm = pair
+    a, b = _ids(10, lm.vocab_size, 7), _ids(12, lm.vocab_size, 8)
+    prefill(lm, torch.tensor(a[:-1]))
+    other = lm.fresh()
+    assert other.weights is lm.weights and other.cache_len == 0 and other.counter.prefill_forwards == 0
+    out_b = other.forward(torch.tensor(b), torch.arange(12)).logits
+    out_a = lm.forward(torch.tensor(a[-1:]), torch.tensor([9])).logits
+    assert torch.allclose(out_b, sequential(hf, b), atol=ATOL)
+    assert torch.allclose(out_a[0], sequential(hf, a)[-1], atol=ATOL)
+    assert lm.counter.forwards == 1 and other.counter.forwards == 1
+
+
+def test_missing_capabilities_are_refused_up_front(zoo_models):
+    _, lm, draft = zoo_models
+    assert lm.capabilities == {"tree_mask", "rewind"}
+    with pytest.raises(DecodeLabError, match="no hidden states"):
+        lm.forward(torch.tensor([1]), torch.tensor([0]), hidden=True)
+    for method, capability in [("beam", "batch"), ("superposed", "embeds")]:
+        with pytest.raises(DecodeLabError, match=f"needs model capability {capability}, which LlamaCppLM"):
+            decodelab.generate(lm, "def f(", method)
+    with pytest.raises(DecodeLabError, match="hidden states"):
+        decodelab.generate(lm, "def f(", "specdecpp", draft=draft)  # its acceptance head reads the draft's
+
+
+def test_context_overflow_is_an_error(zoo_models):
+    lm = zoo_models[1].fresh()
+    with pytest.raises(DecodeLabError, match="exceeds the model's context"):
+        decodelab.generate(lm, [5] * 250, max_new_tokens=10)
+    with pytest.raises(DecodeLabError, match="tokens exceed the llama.cpp context"):
+        lm.forward(torch.full((lm.max_length + 300,), 5), torch.arange(lm.max_length + 300))
+    assert lm.cache_len == 0
