@@ -11,6 +11,7 @@ from decodelab.cli import main  # noqa: E402
 from decodelab.errors import DecodeLabError  # noqa: E402
 from decodelab.models.llamacpp import LlamaCppLM  # noqa: E402
 from decodelab.registry import all_methods  # noqa: E402
+from methods.stream_helpers import interleave  # noqa: E402
 
 NEW = 96
 METHODS = sorted(name for name, m in all_methods().items()
@@ -73,14 +74,7 @@ def test_interleaved_streams_are_independent(zoo_models, prompts, greedy):
     _, cpp, draft = zoo_models
     streams = [decodelab.stream(cpp, p, "sps", draft=draft, max_new_tokens=NEW, ignore_eos=True)
                for p in prompts[:2]]
-    outs, live = [[], []], [True, True]
-    while any(live):
-        for i, s in enumerate(streams):
-            if live[i]:
-                chunk = next(s, None)
-                live[i] = chunk is not None
-                outs[i] += chunk or []
-    assert outs == [g.tokens for g in greedy[:2]]
+    assert interleave(streams) == [g.tokens for g in greedy[:2]]
 
 
 def test_load_gguf_backend_option_and_cached_conversion(zoo_gguf, tmp_path, monkeypatch, capsys):
