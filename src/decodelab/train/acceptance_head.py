@@ -35,6 +35,18 @@ from torch import nn
 from ..errors import DecodeLabError
 
 HEADS_DIR = Path(__file__).resolve().parent.parent / "zoo" / "heads"
+
+
+def head_dir(path: str | Path, what: str, train: str) -> Path:
+    """The directory of a trained head: `path` itself, or the name of one bundled under zoo/heads.
+    Refuses one without config.json and model.safetensors, naming `what` and the `train` command."""
+    p = Path(path)
+    if not p.is_dir():
+        p = HEADS_DIR / str(path)
+    if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
+        raise DecodeLabError(f"no {what} at '{path}' (expected config.json and model.safetensors); train one with "
+                             f"`{train}`")
+    return p
 ACCEPT = 1
 
 
@@ -73,12 +85,7 @@ def load_head(path: str | Path) -> tuple[AcceptanceHead, dict]:
     name of a bundled head under zoo/heads."""
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if not p.is_dir():
-        p = HEADS_DIR / str(path)
-    if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
-        raise DecodeLabError(f"no acceptance head at '{path}' (expected config.json and model.safetensors); "
-                             "train one with `decodelab train acceptance-head`")
+    p = head_dir(path, "acceptance head", "decodelab train acceptance-head")
     try:
         cfg = json.loads((p / "config.json").read_text())
         head = AcceptanceHead(cfg["hidden"], cfg["blocks"])

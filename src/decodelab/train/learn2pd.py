@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import DecodeLabError
+from .acceptance_head import HEADS_DIR, head_dir
 from .curves import epoch_loss_plot
 
-HEADS_DIR = Path(__file__).resolve().parent.parent / "zoo" / "heads"
 UNMASKED = 1.0  # the feature of a position already unmasked
 
 
@@ -73,12 +73,7 @@ def load_filter(path: str | Path) -> tuple[Filter, dict]:
     """A saved filter and its config. `path`: a filter directory or the name of one under zoo/heads."""
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if not p.is_dir():
-        p = HEADS_DIR / str(path)
-    if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
-        raise DecodeLabError(f"no learn2pd filter at '{path}' (expected config.json and model.safetensors); "
-                             "train one with `decodelab train learn2pd --model MODEL`")
+    p = head_dir(path, "learn2pd filter", "decodelab train learn2pd --model MODEL")
     try:
         cfg = json.loads((p / "config.json").read_text())
         if cfg.get("kind") != "learn2pd-filter":
