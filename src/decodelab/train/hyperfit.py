@@ -23,6 +23,7 @@ base model's greedy and top-p outputs on held-out prompts.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -166,7 +167,7 @@ def run(base: str, out: str | Path, recipe: HyperfitRecipe, progress: bool = Tru
     from ..zoo.batches import code_windows
 
     heldout = code_windows("heldout", tok, 256, recipe.heldout_windows)
-    model = api.load(base).model  # a second copy: the base stays as it is for the comparison
+    model = copy.deepcopy(base_lm.model)  # the base stays as it is for the comparison
     torch.manual_seed(recipe.seed)
     with staged_dir(out) as tmp, TrainLog(tmp / "training_log.jsonl") as log:
         start = {"epoch": 0, "train_loss": round(windows_loss(model, windows), 4),
