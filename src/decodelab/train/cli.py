@@ -12,6 +12,9 @@ bundled zoo/checkpoints/code-target-hyperfit.
 trains a Learn2PD filter for that masked diffusion LM (train/learn2pd.py) and writes it with its
 card (held-out precision and recall), by default the bundled zoo/heads/<model>-learn2pd (or
 <model>-learn2pd-b<B> for blocks shorter than the canvas).
+
+Any other module of this package that defines ``add_command(subparsers)`` adds its own
+``decodelab train NAME`` (recipe_modules()).
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def command_line() -> str:
 def add_commands(sub) -> None:
     from .acceptance_head import HeadRecipe
 
-    p = sub.add_parser("train", help="train small parts some methods need (acceptance-head, hyperfit, learn2pd)")
+    p = sub.add_parser("train", help="train small parts some methods need (decodelab train -h lists them)")
     tsub = p.add_subparsers(metavar="WHAT")
     a = tsub.add_parser("acceptance-head", help="train the SpecDec++ acceptance head for a draft model")
     a.add_argument("--target", required=True, help="target model (directory or zoo:NAME)")
@@ -75,6 +78,20 @@ def add_commands(sub) -> None:
                                   "<model>-learn2pd-b<B> with --block-length B shorter than the canvas)")
     recipe_arguments(lp, Learn2PDRecipe)
     lp.set_defaults(func=cmd_learn2pd)
+    for module in recipe_modules():
+        module.add_command(tsub)
+
+
+def recipe_modules() -> list:
+    """The other modules of this package that define ``add_command(subparsers)``: a recipe adds its
+    own ``decodelab train NAME`` by defining it, in alphabetical order of module name."""
+    import importlib
+    import pkgutil
+
+    from .. import train
+
+    mods = [importlib.import_module(f"{train.__name__}.{i.name}") for i in pkgutil.iter_modules(train.__path__)]
+    return [m for m in mods if callable(getattr(m, "add_command", None))]
 
 
 def default_head_name(draft: str) -> str:
