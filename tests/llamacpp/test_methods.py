@@ -16,7 +16,7 @@ from methods.stream_helpers import interleave  # noqa: E402
 NEW = 96
 METHODS = sorted(name for name, m in all_methods().items()
                  if m.lossless in ("greedy", "sampling") and "greedy" in m.modes and name != "greedy"
-                 and m.family != "diffusion")
+                 and m.family != "diffusion" and "embeds" not in m.needs)  # ppd: refused up front here
 OPTIONS = {"specdecpp": {"head": "none"}}  # its acceptance head reads hidden states, which llama.cpp does not give
 
 

@@ -19,6 +19,7 @@ from methods.stream_helpers import interleave
 
 # Per-method options the generic tests need: name -> kwargs.
 OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fits the tiny drafts
+                            "ppd": {"embeddings": "init"},  # no prompt embeddings were trained for them
                             "superposed": {"alpha": 0.0}}  # its n-grams need a tokenizer; the tiny models have none
 
 # causal-LM methods only: the diffusion family has its own registry-wide tests (test_diffusion_registry.py)
@@ -63,9 +64,9 @@ class _Recording(ToyLM):
 
     sizes: list[int] = []
 
-    def forward(self, ids, positions, tree_mask=None, hidden=False):
+    def forward(self, ids, positions, tree_mask=None, hidden=False, embeds=None):
         _Recording.sizes.append(ids.shape[-1])
-        return super().forward(ids, positions, tree_mask, hidden)
+        return super().forward(ids, positions, tree_mask, hidden, embeds)
 
 
 @pytest.mark.parametrize("budget", [2, 3, 5, 9])

@@ -106,7 +106,10 @@ def test_bad_options_are_refused(bad, tiny_dirs):
 
 
 def test_refusals_name_what_is_missing(tiny_dirs):
+    class NoEmbeds(ToyLM):  # ToyLM takes input embeddings (one-hot rows); this model does not
+        capabilities = ToyLM.capabilities - {"embeds"}
+
     with pytest.raises(DecodeLabError, match="embeds"):
-        decodelab.generate(ToyLM.random(6, seed=0), [1], "superposed", alpha=0.0, max_new_tokens=2)
+        decodelab.generate(NoEmbeds.random(6, seed=0), [1], "superposed", alpha=0.0, max_new_tokens=2)
     with pytest.raises(DecodeLabError, match="alpha=0"):  # n-grams need a tokenizer
         decodelab.generate(decodelab.load(tiny_dirs["llama"][0]), [1, 2], "superposed", max_new_tokens=2)

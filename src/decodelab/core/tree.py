@@ -89,9 +89,24 @@ class TokenTree:
 
 
 @dataclass(frozen=True, eq=False)
+class ExtraNodes:
+    """Nodes forwarded with a draft tree but never verified, accepted or committed (PPD's prompt
+    tokens): the target scores them in the same forward and the drafter reads their logits.
+    `full` is the tree followed by the extra nodes (its first len(tree) nodes are the tree's, so a
+    parent still precedes its children); `embeds` [E, H] are the extra nodes' input embeddings (the
+    tree's own nodes are embedded from their tokens by the target). full.tokens of an extra node
+    only names it in the target's cache bookkeeping until the commit drops it."""
+
+    full: TokenTree
+    embeds: torch.Tensor  # [E, H]
+
+
+@dataclass(frozen=True, eq=False)
 class Draft:
     """What a drafter proposes: a tree rooted at the last committed token, and, when sampling,
-    q[i] = the processed draft distribution node i's children were drawn from (zeros at leaves)."""
+    q[i] = the processed draft distribution node i's children were drawn from (zeros at leaves).
+    `extra`: nodes forwarded with the tree that are never accepted (ExtraNodes)."""
 
     tree: TokenTree
     q: torch.Tensor | None = None  # [N, V]
+    extra: ExtraNodes | None = None

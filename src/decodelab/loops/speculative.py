@@ -9,6 +9,13 @@ whose siblings were drawn without replacement from q or are deterministic guesse
 The sampling processors that read the context (penalties, DRY) get each node's own context (the
 committed tokens and the node's ancestors), so p at every node is exactly the distribution plain
 sampling draws from after that prefix, and verification stays exact with them.
+
+Extra nodes (Draft.extra, core.tree.ExtraNodes; PPD's prompt tokens): a draft may carry nodes that
+are forwarded with the tree, as input embeddings (forward(..., embeds=...), the "embeds"
+capability), but are never verified, accepted or committed: verification reads the tree's rows
+only, the commit keeps the accepted path (tree nodes only), and observe() gets the logits of every
+forwarded row, [N + E, V], so the drafter reads the extra nodes' rows N.. (without extra nodes it
+gets [N, V] as always).
 """
 from __future__ import annotations
 
@@ -45,22 +52,37 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
         if int(tree.tokens[0]) != int(ctx[-1]) or int(tree.depths.max()) > max(room, 0):
             raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token "
                                "or deeper than allowed")
-        step = target.forward(tree.tokens, tree.positions(len(ctx) - 1),
-                              tree_mask=None if tree.is_chain else tree.attention_mask)
-        check_finite(step.logits)
+        step = forward(target, draft, len(ctx) - 1)
+        logits = step.logits[:len(tree)]  # [N, V]: the tree's rows (extra nodes' rows follow)
+        check_finite(logits)
         if req.greedy:
-            path, bonus = greedy_verify(tree, step.logits)
+            path, bonus = greedy_verify(tree, logits)
         else:
             contexts = node_contexts(ctx, tree) if req.sampling.history else None
-            path, bonus = rejection_verify(tree, probs(step.logits, contexts), draft.q, req.rng)
+            path, bonus = rejection_verify(tree, probs(logits, contexts), draft.q, req.rng)
         target.commit(path)
         drafter.observe(draft, path, step.logits)
-        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, step.logits[path], tree, path)
+        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, logits[path], tree, path)
         ctx = torch.cat([ctx, torch.tensor(out)])
         new += len(out)
         yield out
         if done:
             return
+
+
+def forward(target, draft, base: int):
+    """The target forward of a draft at root position `base`: the tree alone, or the tree followed
+    by its extra nodes (tree nodes embedded from their tokens, extra nodes from draft.extra)."""
+    tree, extra = draft.tree, draft.extra
+    if extra is None:
+        return target.forward(tree.tokens, tree.positions(base),
+                              tree_mask=None if tree.is_chain else tree.attention_mask)
+    full = extra.full
+    if len(full) != len(tree) + len(extra.embeds):
+        raise RuntimeError("a draft's extra nodes must follow its tree in `full`, one embedding each")
+    own = target.embed(tree.tokens)  # [N, H]
+    embeds = torch.cat([own, extra.embeds.to(own.device, own.dtype)])
+    return target.forward(full.tokens, full.positions(base), tree_mask=full.attention_mask, embeds=embeds)
 
 
 def node_contexts(ctx: torch.Tensor, tree) -> list[list[int]]:

@@ -4,6 +4,10 @@ The next-token logits depend only on the last `order` (1 or 2) tokens of the con
 logits = table[prev] (order 1) or table[prev2, prev] (order 2). With order 2 and a context of one
 token, prev2 is token 0. Tree forwards are exact: a node's context is the cache plus its
 ancestors under the tree mask.
+
+Input embeddings ("embeds"): a token's embedding is its one-hot row [V], and a row e of `embeds`
+scores e @ table[prev2] (order 2; e @ table for order 1), so one-hot rows give the table exactly
+and any other vector a fixed mixture of rows (PPD's prompt tokens in the distribution tests).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from .base import CachedIds, Counter, Step
 
 
 class ToyLM(CachedIds):
-    capabilities = frozenset({"tree_mask", "batch", "rewind"})
+    capabilities = frozenset({"tree_mask", "batch", "rewind", "embeds"})
     tokenizer = None
     max_length = None
 
@@ -55,26 +59,40 @@ class ToyLM(CachedIds):
         prev2 = context[-2] if len(context) > 1 else 0
         return self.table[prev2, context[-1]]
 
-    def forward(self, ids, positions, tree_mask=None, hidden=False) -> Step:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """One-hot input embeddings of ids [...] -> [..., V] float32."""
+        return torch.nn.functional.one_hot(ids.long(), self.vocab_size).float()
+
+    def forward(self, ids, positions, tree_mask=None, hidden=False, embeds=None) -> Step:
         if hidden:
             raise NotImplementedError("ToyLM has no hidden states")
         batched = ids.ndim == 2
         ids2 = ids if batched else ids[None]  # [B, N]
         n = ids2.shape[1]
-        if self.order == 1:
+        if embeds is not None:
+            emb = (embeds if batched else embeds[None]).float()  # [B, N, V]
+            if self.order == 1:
+                logits = emb @ self.table
+            else:
+                logits = torch.einsum("bnv,bnvw->bnw", emb, self.table[self._prev2(ids2, tree_mask)])
+        elif self.order == 1:
             logits = self.table[ids2]  # [B, N, V]: the context ends with the node's own token
         else:
-            mask = tree_mask if tree_mask is not None else torch.tril(torch.ones(n, n, dtype=torch.bool))
-            idx = torch.arange(n)
-            strict = mask & (idx[None, :] < idx[:, None])  # [N, N] proper ancestors
-            parent = (strict * idx).argmax(dim=1)  # nearest ancestor (largest index)
-            before = self._ids[:, -1] if self.cache_len else torch.zeros(ids2.shape[0], dtype=torch.long)
-            prev2 = torch.where(strict.any(dim=1)[None, :], ids2[:, parent], before[:, None])  # [B, N]
-            logits = self.table[prev2, ids2]
+            logits = self.table[self._prev2(ids2, tree_mask), ids2]
         self._base = self.cache_len
         self._ids = torch.cat([self._ids, ids2], dim=1)
         self.counter.count(ids2.numel())
         return Step(logits=logits if batched else logits[0])
+
+    def _prev2(self, ids2: torch.Tensor, tree_mask) -> torch.Tensor:
+        """[B, N] the token before each node: its nearest ancestor, else the last cached token."""
+        n = ids2.shape[1]
+        mask = tree_mask if tree_mask is not None else torch.tril(torch.ones(n, n, dtype=torch.bool))
+        idx = torch.arange(n)
+        strict = mask & (idx[None, :] < idx[:, None])  # [N, N] proper ancestors
+        parent = (strict * idx).argmax(dim=1)  # nearest ancestor (largest index)
+        before = self._ids[:, -1] if self.cache_len else torch.zeros(ids2.shape[0], dtype=torch.long)
+        return torch.where(strict.any(dim=1)[None, :], ids2[:, parent], before[:, None])  # [B, N]
 
     def truncate(self, n: int) -> None:
         self._ids = self._ids[:, :n]
