@@ -20,7 +20,8 @@ from decodelab.zoo.recipes import MODELS, RECIPES
 
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 # checkpoints made from another zoo model by a `decodelab train` recipe (not by `zoo train`): the command
-DERIVED: dict[str, str] = {"code-target-hyperfit": "decodelab train hyperfit --base zoo:code-target"}
+DERIVED: dict[str, str] = {"code-target-hyperfit": "decodelab train hyperfit --base zoo:code-target",
+                           "code-target-lud": "decodelab train lud --target zoo:code-target --alpha 0.6"}
 
 __all__ = ["MODELS", "DERIVED", "RECIPES", "CHECKPOINTS_DIR", "resolve", "list_models", "info", "train"]
 
