@@ -18,6 +18,7 @@ the bench call it, and the CLI adds `--mirostat-tau` as a second spelling of `--
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import operator
@@ -40,13 +41,19 @@ def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choi
     return field(default=default, metadata=meta)
 
 
+@functools.cache
+def _hints(cls: type) -> dict:
+    """A config class's resolved type hints, once per class (resolving them costs about 0.5 ms)."""
+    return typing.get_type_hints(cls)
+
+
 class Options:
     """Mixin for frozen keyword-only dataclasses whose fields were made with `option()`."""
 
     aliases: ClassVar[dict[str, str]] = {}  # another accepted name -> the field it sets
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for f in dataclasses.fields(self):
             value = check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
             object.__setattr__(self, f.name, value)  # normalised: numpy ints become ints
@@ -69,7 +76,7 @@ class Options:
     @classmethod
     def describe(cls) -> list[dict]:
         """One entry per option: name, type, default, help, the allowed values in words and its aliases."""
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         return [{"name": f.name, "type": type_name(hints[f.name]), "default": f.default,
                  "help": f.metadata.get("help", ""), "allowed": allowed(hints[f.name], f.metadata),
                  "aliases": sorted(a for a, n in cls.aliases.items() if n == f.name)}

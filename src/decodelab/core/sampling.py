@@ -133,7 +133,7 @@ def check_finite(logits: torch.Tensor) -> None:
 
     Fast path: one reduction (the sum of finite logits is finite unless it overflows, which the
     exact elementwise check then clears); ``isfinite(x).all()`` costs about 10x more on CPU."""
-    if not bool(torch.isfinite(logits.sum())) and not bool(torch.isfinite(logits).all()):
+    if not math.isfinite(float(logits.sum())) and not bool(torch.isfinite(logits).all()):
         raise DecodeLabError("the model produced NaN or inf logits; check the checkpoint and dtype")
 
 

@@ -238,12 +238,17 @@ class LlamaCppLM:
             return torch.empty(0, self.vocab_size)
         if base + n > len(self._ids):
             raise DecodeLabError(f"{base + n} tokens exceed the llama.cpp context of {len(self._ids)} cells")
-        ids_np = ids.numpy() if ids.dtype == torch.long else ids.long().numpy()
-        tree = None if tree_mask is None else _tree_layout(tree_mask.numpy())
-        self._tok[:n] = ids_np
-        self._pos[:n] = positions.numpy()
-        self._out[:n] = 0 if last_only else 1
-        self._out[n - 1] = 1
+        if n == 1 and tree_mask is None:  # the common decode step: scalars, no array conversions
+            ids_np = int(ids)
+            self._tok[0], self._pos[0], self._out[0] = ids_np, int(positions), 1
+            tree = None
+        else:
+            ids_np = ids.numpy() if ids.dtype == torch.long else ids.long().numpy()
+            tree = None if tree_mask is None else _tree_layout(tree_mask.numpy())
+            self._tok[:n] = ids_np
+            self._pos[:n] = positions.numpy()
+            self._out[:n] = 0 if last_only else 1
+            self._out[n - 1] = 1
         if tree is None:
             if self._dirty:
                 self._seq[: self._dirty, 0] = 0
@@ -272,15 +277,15 @@ class LlamaCppLM:
                                  f"{int(positions[0])}..{int(positions[-1])} (see llama.cpp's message above)")
         self.counter.count(n)
         rows = 1 if last_only else n
-        ptr = self._lib.llama_get_logits(self.ctx)
-        logits = np.ctypeslib.as_array(ptr, shape=(rows, self.vocab_size)).copy()
+        logits = torch.empty(rows, self.vocab_size)  # one copy out of llama.cpp's buffer, the cheapest there is
+        ctypes.memmove(logits.data_ptr(), self._lib.llama_get_logits(self.ctx), logits.nbytes)
         self._base = base
         if tree is None:
             self._ids[base:base + n] = ids_np
             self._len = base + n
         else:
             self._tree, self._pending = (tree[0], tree[2]), ids_np.copy()
-        return torch.from_numpy(logits)
+        return logits
 
     # -- metadata ------------------------------------------------------------------------------
     @property
