@@ -11,7 +11,7 @@ from ..cli import quiet_transformers
 from ..errors import DecodeLabError
 
 SUITE_KEYS = {"workloads", "models", "limit", "repeats", "warmup", "max_new_tokens", "seed", "ignore_eos", "peers",
-              "out", "device", "ray", "threads"}
+              "out", "device", "ray", "threads", "backend"}
 
 
 def add_commands(sub) -> None:
@@ -41,6 +41,9 @@ def add_commands(sub) -> None:
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often fastest for "
                                                "small models on a busy machine)")
+    p.add_argument("--backend", choices=("torch", "llamacpp"),
+                   help="run our method rows on this backend (default torch; a row's own backend=... wins): "
+                        "llamacpp runs them on the same weights as an f32 GGUF, compared with our greedy there")
     p.add_argument("--ray", metavar="ADDRESS", help="fan the grid out as Ray tasks ('local' starts a local Ray)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -98,6 +101,9 @@ def cmd_bench(args) -> int:
         from ..registry import all_methods
 
         rows = [make_row(name, {}) for name in all_methods()] if not strict else []
+    rows = _on_backend(rows, opts.get("backend", "torch"))
+    for own in extra.values():
+        own["rows"] = _on_backend(own.get("rows", []), opts.get("backend", "torch"))
     settings = Settings(repeats=opts.get("repeats", 3), warmup=opts.get("warmup", 1), seed=opts.get("seed", 0),
                         limit=opts.get("limit"), max_new_tokens=opts.get("max_new_tokens"),
                         ignore_eos=opts.get("ignore_eos", True), device=opts.get("device", "cpu"),
@@ -111,6 +117,18 @@ def cmd_bench(args) -> int:
     print(report.markdown(results))
     print(f"wrote {path}, " + ", ".join(str(p) for p in written), file=sys.stderr)
     return _exit_code(results)
+
+
+def _on_backend(rows: list, backend: str) -> list:
+    """Our causal method rows without a backend of their own, moved to `backend`."""
+    from .rows import BACKENDS, make_row
+
+    if backend not in BACKENDS:
+        raise DecodeLabError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return rows
+    return [r if r.peer or r.diffusion or "backend" in r.kwargs else make_row(r.method, {**r.kwargs, "backend": backend})
+            for r in rows]
 
 
 MODEL_KEYS = {"target", "draft", "workloads", "methods", "limit"}

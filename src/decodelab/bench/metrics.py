@@ -3,7 +3,8 @@
 Per row (all figures from the unit that reports the row, so every ratio is inside one run):
   tokens/s       per prompt: new tokens / median seconds over repeats; the row: median over
                  prompts, spread = interquartile range [q25, q75]
-  speedup        per prompt: row tokens/s / reference tokens/s (our greedy; transformers greedy);
+  speedup        per prompt: row tokens/s / reference tokens/s (our greedy; transformers greedy;
+                 llama.cpp's greedy when the run has a llamacpp:greedy row);
                  the row: median over prompts, with its IQR. cpu_speedup_vs_greedy: the same on
                  process CPU time, which a busy machine's waits for a core do not inflate
   tau            tokens committed / target forwards (bonus included; 1.0 for greedy)
@@ -14,7 +15,9 @@ Per row (all figures from the unit that reports the row, so every ratio is insid
   forwards/token target (and draft) forwards per generated token
   tokens/target forward  tokens scored per target forward: the compute budget actually spent
   peak memory    the highest peak over the row's generations (MiB)
-  exact match    share of prompts whose output equals the reference greedy output; for every row
+  exact match    share of prompts whose output equals the reference (Row.exact_ref: our greedy;
+                 transformers greedy for its peers; our greedy on llama.cpp for rows run there,
+                 llama.cpp's greedy for its prompt lookup) for every row
                  that claims greedy equality. Below 1.0 the row FAILS (status and table say so), as
                  it does when a repeat's output differs from the first repeat's.
   quality        perplexity of the generated tokens under the target, or task accuracy, and the
@@ -121,7 +124,8 @@ def row_summary(unit_result: dict, row: Row) -> dict:
            "error": unit_result["errors"].get(row.label), "partial": unit_result["partial"]}
     tps = per_prompt_tps(unit_result["records"], row.label)
     out["tokens_per_s"] = spread(list(tps.values()))
-    for key, ref in (("speedup_vs_greedy", "greedy"), ("speedup_vs_hf_greedy", "hf:greedy")):
+    for key, ref in (("speedup_vs_greedy", "greedy"), ("speedup_vs_hf_greedy", "hf:greedy"),
+                     ("speedup_vs_llamacpp_greedy", "llamacpp:greedy")):
         out[key] = spread(speedups(unit_result["records"], row.label, ref))
     out["cpu_speedup_vs_greedy"] = spread(speedups(unit_result["records"], row.label, "greedy", "cpu_seconds"))
     peer = peer_label(row, {r["label"] for r in unit["rows"]})
@@ -139,12 +143,10 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out["tokens_per_target_forward"] = _ratio(tot["target_tokens_scored"], tot["target_forwards"])
     mems = [r["peak_mem_mb"] for r in recs if r.get("peak_mem_mb") is not None]
     out["peak_mem_mb"] = max(mems) if mems else None
-    # ours and transformers greedy against our greedy (reference parity); the other peers
-    # against transformers greedy, the output they claim to reproduce
-    ref = "hf:greedy" if row.peer and row.label != "hf:greedy" else "greedy"
+    ref = row.exact_ref()  # the output the row claims to reproduce (rows.Row.exact_ref)
     out["exact_match_ref"] = ref
     out["claims_greedy_equality"] = row.claims_greedy_equality()
-    out["exact_match"] = exact_match(unit_result["outputs"], row.label, ref) if row.label != ref else None
+    out["exact_match"] = exact_match(unit_result["outputs"], row.label, ref) if ref else None
     out["unstable_repeats"] = unit_result.get("unstable", {}).get(row.label, 0)
     out.update(_quality(unit_result, row.label))
     out.update(text_quality(unit_result, row.label))
@@ -176,6 +178,8 @@ def peer_label(row: Row, labels: set[str]) -> str | None:
     base = get(row.method).peer
     if base is None:
         return None
+    if row.backend == "llamacpp":  # on llama.cpp: llama.cpp's own row doing the same job, where it has one
+        base = {"hf:greedy": "llamacpp:greedy", "hf:prompt-lookup": "llamacpp:prompt-lookup"}.get(base, base)
     budget = row.kwargs.get(FIXED)
     if budget is not None and f"{base}:{FIXED}={budget}" in labels:
         return f"{base}:{FIXED}={budget}"

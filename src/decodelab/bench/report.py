@@ -45,7 +45,7 @@ def _spread(s, fmt="{:.2f}") -> str:
 
 def _exact(row: dict) -> str:
     em = row.get("exact_match")
-    if row["row"] == row.get("exact_match_ref"):
+    if row.get("exact_match_ref") is None and row["row"] == "greedy":
         return "(reference)"
     if em is None or not row.get("claims_greedy_equality"):
         return "-" if em is None else f"{em['rate']:.0%} (not claimed)"
@@ -105,19 +105,23 @@ def markdown(results: dict) -> str:
         lines += [f"## {wl} on {model}" + (f" (draft {draft})" if draft else ""), "",
                   f"{len(u.get('prompts', []))} prompts, {u.get('max_new_tokens')} new tokens each"
                   + (f", {u['truncated_prompts']} prompts cut from the left to fit the context"
-                     if u.get("truncated_prompts") else ""), "",
-                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+                     if u.get("truncated_prompts") else ""), ""]
+        llama = any(r.get("speedup_vs_llamacpp_greedy") for r in rows)  # a run with llama.cpp's greedy
+        cols = COLUMNS[:5] + (("x llama.cpp greedy",) if llama else ()) + COLUMNS[5:]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
             cells = [r["row"], _spread(r["tokens_per_s"], "{:.1f}"), _spread(r["speedup_vs_greedy"]),
                      _num((r.get("cpu_speedup_vs_greedy") or {}).get("median")),
-                     _num((r["speedup_vs_hf_greedy"] or {}).get("median")), _num(r["tau"]), _num(r["efficiency"]),
+                     _num((r["speedup_vs_hf_greedy"] or {}).get("median"))]
+            cells += [_num((r.get("speedup_vs_llamacpp_greedy") or {}).get("median"))] if llama else []
+            cells += [_num(r["tau"]), _num(r["efficiency"]),
                      _num(r["target_forwards_per_token"], "{:.3f}"), _num(r["draft_forwards_per_token"], "{:.3f}"),
                      _num(r["tokens_per_target_forward"]), _num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r),
                      _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
         pairs = [f"{r['row']} / {r['peer_row']} = {_spread(r['speedup_vs_peer'])}" for r in rows
                  if r.get("speedup_vs_peer")]
-        lines += ["", "vs the transformers peer doing the same job (per-prompt speed ratio, median [IQR]): "
+        lines += ["", "vs the peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
         lines.append("")
         lines += text_section(rows, also_greedy=texts)
@@ -128,8 +132,11 @@ def markdown(results: dict) -> str:
               "ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
               "committed per target forward; eff: speedup / tau per prompt (median); tok/tgt fwd: tokens scored per target forward "
               "(compute budget); "
+              "x llama.cpp greedy: the same ratio to llama-cpp-python's greedy (llamacpp:greedy), where the run has it; "
               "exact match: share of prompts equal to greedy (ours and transformers greedy vs our greedy, the other "
-              "peers vs transformers greedy); "
+              "transformers peers vs transformers greedy, rows on llama.cpp vs our greedy there, which is compared "
+              "with our greedy, llama.cpp's and CTranslate2's greedy vs our greedy, llama.cpp's prompt lookup vs "
+              "its greedy); "
               "quality: perplexity of the generated tokens under the target (ppl), task accuracy (acc) or the share "
               "of outputs satisfying the workload's checker (sat), Δ vs our greedy.", ""]
     from . import compute

@@ -31,8 +31,8 @@ from .. import rewards
 from ..errors import DecodeLabError
 from ..loops.common import token_logprobs
 from ..state import State
-from . import peers, workloads
-from .rows import DIFFUSION_REFERENCE, REFERENCES, Row, make_row, method_kwargs, parse_row
+from . import engines, peers, workloads
+from .rows import DIFFUSION_REFERENCE, LLAMACPP_GREEDY, REFERENCES, Row, method_kwargs, parse_row
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,10 @@ def with_references(rows: list[Row], peers_on: bool, diffusion: bool = False) ->
         labels = [DIFFUSION_REFERENCE] + sorted({r.reference() for r in rows} - {DIFFUSION_REFERENCE})
         refs = [given.get(lb) or parse_row(lb) for lb in labels]
     else:
-        refs = [given.get(m) or make_row(m, {}) for m in REFERENCES if peers_on or m == "greedy" or m in given]
+        names = [m for m in REFERENCES if peers_on or m == "greedy" or m in given]
+        names += [m for m in (LLAMACPP_GREEDY, "llamacpp:greedy")  # what rows on / of llama.cpp compare with
+                  if any(r.exact_ref() == m for r in rows)]
+        refs = [given.get(m) or parse_row(m) for m in names]
     return refs + [r for r in rows if r.label not in {x.label for x in refs}]
 
 
@@ -102,6 +105,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
     for r in unit.rows:
         if r.needs_draft and draft is None:
             raise DecodeLabError(f"row '{r.label}' needs a draft model (--draft) for model {unit.model}")
+    models = _Models(unit, target, draft)
     wl = workloads.build(unit.workload, target, limit=s.limit, max_new_tokens=s.max_new_tokens, seed=s.seed)
     result = {"unit": unit.to_dict(), "prompts": [list(p) for p in wl.prompts], "max_new_tokens": wl.max_new_tokens,
               "quality_kind": wl.quality, "truncated_prompts": wl.truncated, "records": [], "outputs": {},
@@ -116,7 +120,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
     try:
         for r in unit.rows:
             for _ in range(s.warmup):
-                _guarded(result, r, lambda: _generate(r, target, draft, wl.prompts[0], 0, wl, s, State()))
+                _guarded(result, r, lambda: _generate(r, models, wl.prompts[0], 0, wl, s, State()))
                 _tick(progress)
         with memory:
             for rep in range(s.repeats):
@@ -124,7 +128,7 @@ def run_unit(unit: Unit, progress=None) -> dict:
                 for i, prompt in enumerate(wl.prompts):
                     for r in unit.rows:
                         if r.label not in result["errors"]:
-                            rec = _guarded(result, r, lambda: _timed(r, target, draft, prompt, i, wl, s, memory,
+                            rec = _guarded(result, r, lambda: _timed(r, models, prompt, i, wl, s, memory,
                                                                      states[r.label]))
                             if rec is not None:
                                 tokens, seqs = rec.pop("tokens"), rec.pop("sequences", None)
@@ -149,6 +153,28 @@ def run_unit(unit: Unit, progress=None) -> dict:
     return result
 
 
+class _Models:
+    """A unit's models: the target and draft loaded once on torch, their llama.cpp adapters (the
+    same weights as f32 GGUF) on first use by a row with backend=llamacpp, and the engines of the
+    llama.cpp and CTranslate2 peer rows."""
+
+    def __init__(self, unit: Unit, target, draft):
+        self.unit, self.target, self.draft = unit, target, draft
+        self.engines = engines.Engines(unit.model, target, unit.settings.threads)
+        self._llamacpp = None
+
+    def on(self, backend: str):
+        """(target, draft) adapters for a backend."""
+        if backend == "torch" or getattr(self.target, "weights", None) is not None:  # already a GGUF
+            return self.target, self.draft
+        if self._llamacpp is None:
+            from .. import api
+
+            self._llamacpp = (api.load(self.unit.model, backend="llamacpp"),
+                              api.load(self.unit.draft, backend="llamacpp") if self.unit.draft else None)
+        return self._llamacpp
+
+
 def total_steps(unit: Unit, n_prompts: int) -> int:
     return len(unit.rows) * (unit.settings.warmup + unit.settings.repeats * n_prompts)
 
@@ -169,9 +195,12 @@ def _guarded(result, row: Row, fn):
         return None
 
 
-def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, state: State) -> tuple[list[int], dict]:
+def _generate(row: Row, models: "_Models", prompt, index: int, wl, s: Settings, state: State) -> tuple[list[int], dict]:
+    if row.method.startswith("hf:"):
+        return peers.generate(row, models.target, models.draft, list(prompt), wl.max_new_tokens, s.ignore_eos)
     if row.peer:
-        return peers.generate(row, target, draft, list(prompt), wl.max_new_tokens, s.ignore_eos)
+        return engines.generate(row, models.engines, list(prompt), wl.max_new_tokens, s.ignore_eos)
+    target, draft = models.on(row.backend)
     from .. import api
     from ..registry import get
 
@@ -194,12 +223,12 @@ def _generate(row: Row, target, draft, prompt, index: int, wl, s: Settings, stat
                         "unmasked_total": sum(st.unmasked), "forwarded_tokens": st.forwarded_tokens}
 
 
-def _timed(row, target, draft, prompt, index, wl, s, memory, state) -> dict:
+def _timed(row, models, prompt, index, wl, s, memory, state) -> dict:
     memory.reset()
-    _sync(target.device)
+    _sync(models.target.device)
     c0, t0 = time.process_time(), time.perf_counter()
-    tokens, counts = _generate(row, target, draft, prompt, index, wl, s, state)
-    _sync(target.device)
+    tokens, counts = _generate(row, models, prompt, index, wl, s, state)
+    _sync(models.target.device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_mem_mb": memory.peak(), "tokens": tokens, **counts}
 
