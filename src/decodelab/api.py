@@ -166,8 +166,8 @@ def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft
 def _request(spec: Method, model, prompt, messages, draft, max_new_tokens, ignore_eos, state, stats, logprobs,
              trace, tokenizer, kwargs, sequences=None) -> tuple[Request, object]:
     """Check everything and build the Request on fresh adapters (own caches and counters)."""
-    target = _adapt(model, tokenizer).fresh()
-    draft_lm = _adapt(draft, None).fresh() if draft is not None else None
+    target = _adapt(model, tokenizer).fresh(needs=spec.needs)
+    draft_lm = _adapt(draft, None).fresh(needs=spec.needs) if draft is not None else None
     sampling, config = _split_kwargs(spec, kwargs)
     ids = _prompt_ids(target, prompt, messages)
     max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)

@@ -223,3 +223,23 @@ def test_rows_of_a_stateful_method_keep_separate_states(tok_model_dir, monkeypat
     monkeypatch.setattr(runner, "State", lambda: shared)
     first, second = forwards()
     assert second < first
+
+
+def test_peak_memory_sees_each_generations_own_peak():
+    """The peak of one generation's window: an allocation made and freed inside it counts, and a
+    reset forgets it (the kernel's VmHWM on Linux, else the polling thread)."""
+    import numpy as np
+
+    from decodelab.bench.runner import _PeakMemory
+
+    with _PeakMemory("cpu") as mem:
+        mem.reset()
+        base = mem.peak()
+        a = np.ones(50_000_000)  # 381 MiB, touched
+        del a
+        import time
+
+        time.sleep(0.02)  # the polling thread's fallback samples every 5 ms
+        assert mem.peak() - base > 300
+        mem.reset()
+        assert mem.peak() - base < 100

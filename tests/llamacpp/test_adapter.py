@@ -195,3 +195,39 @@ def test_context_overflow_is_an_error(zoo_models):
     with pytest.raises(DecodeLabError, match="tokens exceed the llama.cpp context"):
         lm.forward(torch.full((lm.max_length + 300,), 5), torch.arange(lm.max_length + 300))
     assert lm.cache_len == 0
+
+
+def test_chain_only_context_for_methods_without_trees(pair):
+    """fresh(needs) without "tree_mask" gives a one-sequence context (chains only, cheaper per
+    step): the same logits for chains and commits, a tree forward refused with a clear message;
+    decodelab.generate asks for it by the method's needs."""
+    hf, lm = pair
+    chain = lm.fresh(needs=frozenset({"rewind"}))
+    assert not chain.trees and chain.fresh().trees is False and chain.fresh(needs=frozenset({"tree_mask"})).trees
+    ids = _ids(12, lm.vocab_size, 3)
+    prefill(chain, torch.tensor(ids[:5]))
+    out = chain.forward(torch.tensor(ids[5:9]), torch.arange(5, 9)).logits
+    chain.commit([0, 1])
+    nxt = chain.forward(torch.tensor(ids[7:12]), torch.arange(7, 12)).logits
+    ref = sequential(hf, ids)
+    assert torch.allclose(out, ref[5:9], atol=ATOL) and torch.allclose(nxt, ref[7:12], atol=ATOL)
+    tree = _random_tree(6, lm.vocab_size, 1)
+    with pytest.raises(DecodeLabError, match="no room for tree forwards"):
+        chain.forward(tree.tokens, tree.positions(12), tree_mask=tree.attention_mask)
+    assert chain.cache_len == 12
+
+
+def test_generate_sizes_the_context_by_the_method(zoo_models, monkeypatch):
+    lm = zoo_models[1]
+    made = []
+    real = LlamaCppLM.fresh
+
+    def spy(self, needs=None):
+        other = real(self, needs)
+        made.append(other.trees)
+        return other
+
+    monkeypatch.setattr(LlamaCppLM, "fresh", spy)
+    decodelab.generate(lm, "def f(", "pld", max_new_tokens=4)
+    decodelab.generate(lm, "def f(", "token_recycling", max_new_tokens=4)
+    assert made == [False, True]

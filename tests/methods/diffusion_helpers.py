@@ -128,7 +128,7 @@ class ScriptedLM:
     def eos_token_ids(self) -> list[int]:
         return [1]
 
-    def fresh(self) -> "ScriptedLM":
+    def fresh(self, needs=None) -> "ScriptedLM":
         return ScriptedLM(self.script, self.G, self.vocab_size)
 
     def logits(self, canvas, rows=None, keep=None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .sampling import argmax_ids
 from .tree import TokenTree
 
 
@@ -19,7 +20,7 @@ def greedy_verify(tree: TokenTree, logits: torch.Tensor) -> tuple[list[int], int
     logits: [N, V] target logits at each tree node. Lossless for greedy decoding: the committed
     tokens are exactly the target's own greedy continuation.
     """
-    best = logits.argmax(dim=-1).tolist()  # [N]
+    best = argmax_ids(logits)  # [N]
     tokens = tree.tokens.tolist()
     path, node = [0], 0
     while True:

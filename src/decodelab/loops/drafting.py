@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.sampling import sample
+from ..core.sampling import argmax_ids, sample
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..models.base import sync
@@ -106,7 +106,7 @@ class ChainDrafter(DraftModelDrafter):
 
     def next_token(self, logits: torch.Tensor, qs: list[torch.Tensor], ctx: list[int] | None = None) -> int:
         if not self.sampling.do_sample:
-            return int(logits.argmax())
+            return argmax_ids(logits)
         qs.append(self.q(logits, ctx))
         return int(sample(qs[-1], self.rng))
 

@@ -83,7 +83,8 @@ class CausalLM(Protocol):
 
     def reset(self) -> None: ...  # empty the cache
 
-    def fresh(self) -> "CausalLM": ...  # same weights, own cache and counter
+    def fresh(self, needs: frozenset[str] | None = None) -> "CausalLM": ...  # same weights, own cache and counter;
+    # needs: the capabilities the generation will use (an adapter may size its cache by them)
 
     @property
     def eos_token_ids(self) -> list[int]: ...
@@ -141,7 +142,7 @@ class MaskedDiffusionLM(Protocol):
     @property
     def eos_token_ids(self) -> list[int]: ...
 
-    def fresh(self) -> "MaskedDiffusionLM": ...  # same weights, own counter and KV cache
+    def fresh(self, needs: frozenset[str] | None = None) -> "MaskedDiffusionLM": ...  # same weights, own counter and KV cache
 
     def logits(self, canvas: torch.Tensor, rows: torch.Tensor | None = None,
                keep: torch.Tensor | None = None) -> torch.Tensor:

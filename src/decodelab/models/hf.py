@@ -57,7 +57,7 @@ class HFCausalLM(CachedIds):
             self.capabilities = frozenset({"hidden_states", "embeds"})
         self.reset()
 
-    def fresh(self) -> "HFCausalLM":
+    def fresh(self, needs: frozenset[str] | None = None) -> "HFCausalLM":
         """Another adapter over the same weights with its own cache and counter (a model may
         draft for itself). Called once per generation: copies what __init__ worked out."""
         other = copy.copy(self)

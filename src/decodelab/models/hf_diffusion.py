@@ -81,7 +81,7 @@ class HFDiffusionLM:
                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
         return cls(model, tok)
 
-    def fresh(self) -> "HFDiffusionLM":
+    def fresh(self, needs: frozenset[str] | None = None) -> "HFDiffusionLM":
         """The same weights with a counter and a cache of their own (one per generation)."""
         other = copy.copy(self)
         other.counter, other._cache = Counter(), None

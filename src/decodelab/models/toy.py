@@ -38,7 +38,7 @@ class ToyLM(CachedIds):
         shape = (vocab_size,) * (order + 1)
         return cls(torch.randn(shape, generator=g) * scale, eos_token_id=eos_token_id)
 
-    def fresh(self) -> "ToyLM":
+    def fresh(self, needs: frozenset[str] | None = None) -> "ToyLM":
         """The same table (and tokenizer, when one was attached), an empty cache of its own."""
         other = type(self)(self.table, eos_token_id=self._eos)
         other.tokenizer = self.tokenizer
