@@ -7,7 +7,8 @@
 Each field declares its type (int, float, bool, str, or one of them | None), a one-line help
 (shown by `decodelab methods NAME` and `--help`) and its bounds or choices. `__post_init__` checks
 them all with one message per bad value: an integer option takes Python, numpy or torch integers
-(never bools or 2.5), a float option any finite real number, a bool option only a bool. Cross-field
+(never bools or 2.5), a float option any finite real number (and inf / -inf with
+`infinite=True`), a bool option only a bool. Cross-field
 rules go in `validate()`.
 
 Aliases: a config may accept other names for its fields, as a class attribute
@@ -32,12 +33,14 @@ from .errors import DecodeLabError
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choices=None, objects=None):
+def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choices=None, objects=None,
+           infinite: bool = False):
     """A config field: `lo`/`hi` are inclusive bounds, `above`/`below` exclusive ones. `objects`: a
     type or tuple of types whose instances the option also takes as they are, from Python only
-    (a reward object or callable where the command line gives a spec string)."""
+    (a reward object or callable where the command line gives a spec string). `infinite`: a float
+    option that also takes inf and -inf (never NaN)."""
     meta = {"help": help, "lo": lo, "hi": hi, "above": above, "below": below, "choices": choices,
-            "objects": objects}
+            "objects": objects, "infinite": infinite}
     return field(default=default, metadata=meta)
 
 
@@ -134,7 +137,7 @@ def _is_real_tensor(value) -> bool:
 
 def _in_bounds(v, meta) -> bool:
     if isinstance(v, float) and not math.isfinite(v):
-        return False
+        return bool(meta.get("infinite")) and not math.isnan(v)
     if meta.get("choices") is not None and v not in meta["choices"]:
         return False
     lo, hi, above, below = (meta.get(k) for k in ("lo", "hi", "above", "below"))
@@ -159,6 +162,8 @@ def allowed(hint, meta) -> str:
             text += f" {'>=' if meta.get('lo') is not None else '>'} {lo}"
         elif hi is not None:
             text += f" {'<=' if meta.get('hi') is not None else '<'} {hi}"
+    if meta.get("infinite"):
+        text += " (inf and -inf too)"
     objects = meta.get("objects")
     if objects is not None:
         names = [t.__name__ for t in (objects if isinstance(objects, tuple) else (objects,))]

@@ -40,6 +40,10 @@ class DecodeStats:
     committed: list[int] = field(default_factory=list)  # tokens committed by each target forward
     unmasked: list[int] = field(default_factory=list)  # diffusion: positions unmasked after each forward
     forwarded_tokens: int = 0  # tokens forwarded through the target, prefill included (a cached step forwards fewer)
+    # Methods in which the draft model also emits tokens the target never checks (model switching:
+    # EAD) count here the emitted tokens the target itself chose; the bench's target share is this
+    # over new_tokens. None: not counted (the target chose or verified every token).
+    target_emitted: int | None = None
 
     @property
     def tau(self) -> float:
