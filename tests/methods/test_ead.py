@@ -159,3 +159,15 @@ def test_refusals():
         with pytest.raises(DecodeLabError, match=match):
             decodelab.generate(target, [0, 1], "ead", draft=ToyLM.random(6, seed=1), **bad)
     assert EADConfig(threshold=-INF).threshold == -INF  # infinities are accepted
+
+
+def test_bench_target_share_pools_the_counted_records():
+    from decodelab.bench import metrics, report
+
+    recs = [{"new_tokens": 10, "target_emitted": 4}, {"new_tokens": 30, "target_emitted": 6}]
+    assert metrics.target_share(recs) == pytest.approx(10 / 40)
+    assert metrics.target_share([{"new_tokens": 10, "target_emitted": None}]) is None  # not counted
+    assert metrics.target_share([{"new_tokens": 10}]) is None  # peers' records carry no count
+    assert report._share({"row": "ead:threshold=4", "target_share": 0.25}) == "25%"
+    assert report._share({"row": "greedy", "target_share": None}) == "100%"
+    assert report._share({"row": "lud", "target_share": None, "claims_greedy_equality": False}) == "-"

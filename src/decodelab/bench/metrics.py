@@ -14,6 +14,9 @@ Per row (all figures from the unit that reports the row, so every ratio is insid
                  pooled tau would mix two statistics and can exceed that bound.)
   forwards/token target (and draft) forwards per generated token
   tokens/target forward  tokens scored per target forward: the compute budget actually spent
+  target share   (rows whose method counts DecodeStats.target_emitted: model switching, EAD) the
+                 share of generated tokens the target itself chose, pooled over the row's
+                 generations; the draft model chose the rest, unchecked (None for other rows)
   peak memory    the highest peak over the row's generations (MiB)
   exact match    share of prompts whose output equals the reference (Row.exact_ref: our greedy;
                  transformers greedy for its peers; our greedy on llama.cpp for rows run there,
@@ -141,6 +144,7 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out["target_forwards_per_token"] = _ratio(tot["target_forwards"], tot["new_tokens"])
     out["draft_forwards_per_token"] = _ratio(tot["draft_forwards"], tot["new_tokens"])
     out["tokens_per_target_forward"] = _ratio(tot["target_tokens_scored"], tot["target_forwards"])
+    out["target_share"] = target_share(recs)
     mems = [r["peak_mem_mb"] for r in recs if r.get("peak_mem_mb") is not None]
     out["peak_mem_mb"] = max(mems) if mems else None
     ref = row.exact_ref()  # the output the row claims to reproduce (rows.Row.exact_ref)
@@ -152,6 +156,12 @@ def row_summary(unit_result: dict, row: Row) -> dict:
     out.update(text_quality(unit_result, row.label))
     out["status"] = _status(out)
     return out
+
+
+def target_share(recs: list[dict]) -> float | None:
+    """Tokens the target chose / generated tokens, over the records that count them (None if none do)."""
+    counted = [r for r in recs if r.get("target_emitted") is not None]
+    return _ratio(sum(r["target_emitted"] for r in counted), sum(r["new_tokens"] for r in counted))
 
 
 def text_quality(unit_result: dict, label: str) -> dict:

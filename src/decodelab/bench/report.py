@@ -64,6 +64,14 @@ def _quality(row: dict) -> str:
     return f"{kind} {fmt.format(q)}{d}"
 
 
+def _share(row: dict) -> str:
+    """The target's share of the generated tokens: counted by model-switching rows, 100% for our
+    greedy and the rows that reproduce it, "-" where nothing counted it."""
+    if row.get("target_share") is not None:
+        return f"{row['target_share']:.0%}"
+    return "100%" if row["row"] == "greedy" or row.get("claims_greedy_equality") else "-"
+
+
 def _status(row: dict) -> str:
     s = row["status"]
     if s.startswith("FAIL"):
@@ -107,7 +115,9 @@ def markdown(results: dict) -> str:
                   + (f", {u['truncated_prompts']} prompts cut from the left to fit the context"
                      if u.get("truncated_prompts") else ""), ""]
         llama = any(r.get("speedup_vs_llamacpp_greedy") for r in rows)  # a run with llama.cpp's greedy
-        cols = COLUMNS[:5] + (("x llama.cpp greedy",) if llama else ()) + COLUMNS[5:]
+        share = any(r.get("target_share") is not None for r in rows)  # a cell with model-switching rows
+        cols = COLUMNS[:5] + (("x llama.cpp greedy",) if llama else ()) + COLUMNS[5:10] + \
+            (("tgt share",) if share else ()) + COLUMNS[10:]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
             cells = [r["row"], _spread(r["tokens_per_s"], "{:.1f}"), _spread(r["speedup_vs_greedy"]),
@@ -116,8 +126,9 @@ def markdown(results: dict) -> str:
             cells += [_num((r.get("speedup_vs_llamacpp_greedy") or {}).get("median"))] if llama else []
             cells += [_num(r["tau"]), _num(r["efficiency"]),
                      _num(r["target_forwards_per_token"], "{:.3f}"), _num(r["draft_forwards_per_token"], "{:.3f}"),
-                     _num(r["tokens_per_target_forward"]), _num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r),
-                     _status(r)]
+                     _num(r["tokens_per_target_forward"])]
+            cells += [_share(r)] if share else []
+            cells += [_num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
         pairs = [f"{r['row']} / {r['peer_row']} = {_spread(r['speedup_vs_peer'])}" for r in rows
                  if r.get("speedup_vs_peer")]
@@ -131,7 +142,8 @@ def markdown(results: dict) -> str:
               "our greedy / transformers greedy measured in the same run (median [IQR]); x greedy CPU: the same "
               "ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
               "committed per target forward; eff: speedup / tau per prompt (median); tok/tgt fwd: tokens scored per target forward "
-              "(compute budget); "
+              "(compute budget); tgt share (cells with model-switching rows): share of the generated tokens the target "
+              "itself chose (the draft chose the rest, unchecked); "
               "x llama.cpp greedy: the same ratio to llama-cpp-python's greedy (llamacpp:greedy), where the run has it; "
               "exact match: share of prompts equal to greedy (ours and transformers greedy vs our greedy, the other "
               "transformers peers vs transformers greedy, rows on llama.cpp vs our greedy there, which is compared "

@@ -220,7 +220,8 @@ def _generate(row: Row, models: "_Models", prompt, index: int, wl, s: Settings, 
                         "target_forwards": st.target_forwards, "target_tokens_scored": st.target_tokens_scored,
                         "draft_forwards": st.draft_forwards, "draft_tokens_scored": st.draft_tokens_scored,
                         "committed_total": sum(st.committed), "committed_steps": len(st.committed),
-                        "unmasked_total": sum(st.unmasked), "forwarded_tokens": st.forwarded_tokens}
+                        "unmasked_total": sum(st.unmasked), "forwarded_tokens": st.forwarded_tokens,
+                        "target_emitted": st.target_emitted}
 
 
 def _timed(row, models, prompt, index, wl, s, memory, state) -> dict:
