@@ -27,6 +27,9 @@ Deviations:
 - The window holds fewer than w entropies for the first w - 1 tokens; H̄ is their mean.
 - d_min: no value is stated in what we could read of the paper; the default is w = 5, so that after
   a switch the next decision reads a window of the new model's own entropies only.
+- tau: the paper sweeps it and publishes no default; 5 bits is ours, where the zoo pair's large model
+  makes 49-61% of the tokens (near the paper's 43%; benchmarks/ead.toml). It depends on the pair's
+  entropy scale (a small model is less certain than a large one), so sweep it per pair.
 - Draft and target may pad their vocabularies differently: M_S picks among the ids both share; a
   token of M_L past M_S's vocabulary is refused (M_S could not follow it).
 Lossless: no (by design); the bench reports quality against the target's greedy.
@@ -50,7 +53,7 @@ SMALL, LARGE = 0, 1  # indices into (draft, target)
 
 @dataclass(frozen=True, kw_only=True)
 class EADConfig(Options):
-    threshold: float = option(2.0, "tau (bits): the large model decodes while the rolling mean entropy is above it "
+    threshold: float = option(5.0, "tau (bits): the large model decodes while the rolling mean entropy is above it "
                                    "(inf: the small model alone, -inf: the large one alone)", infinite=True)
     window: int = option(5, "w: tokens in the rolling mean of entropies", lo=1, hi=4096)
     dwell: int = option(5, "d_min: tokens a model produces before the next switch", lo=1, hi=4096)
