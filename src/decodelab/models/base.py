@@ -7,6 +7,8 @@ Capabilities an adapter may declare (the registry refuses a method whose needs a
   "batch"          forward() takes [B, N] ids; select(rows) keeps/reorders/repeats cache rows
                    (diffusion: logits() takes [B, N] canvases)
   "rewind"         truncate() and commit() may drop cached tokens (every speculative method needs it)
+  "layer_skip"     forward(skip=S) bypasses decoder layers S (their caches gain nothing) and
+                   forward(layers=True) returns Step.layers, every decoder layer's input (FiRST)
   "kv_cache"       diffusion: logits(keep=...) keeps keys and values and logits_cached() reuses
                    them (Fast-dLLM's prefix and dual caches)
 """
@@ -22,6 +24,7 @@ import torch
 class Step:
     logits: torch.Tensor  # [N, V] (or [B, N, V] when batched)
     hidden: torch.Tensor | None = None  # [N, H]
+    layers: torch.Tensor | None = None  # [L, N, H] each decoder layer's input (forward(layers=True))
 
 
 @dataclass

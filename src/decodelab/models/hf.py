@@ -22,6 +22,17 @@ those layers grow with the context like a full-attention layer's. Outputs are ex
 Models with other layer kinds (chunked or linear attention, recurrent states) decode forward only:
 they lack the "rewind" and "tree_mask" capabilities, so the registry refuses speculative methods
 on them up front (and rolling their cache back raises a DecodeLabError).
+
+Layer skipping ("layer_skip", FiRST): `forward(..., skip=S)` runs a view of the model whose decoder
+layer list holds only the layers not in S (a shallow copy of the model and of its decoder sharing
+every module and weight; the user's model is not changed; for models that index masks by
+`config.layer_types`, the view's config lists the kept layers' types). A skipped layer passes the
+residual stream through unchanged and its cache gains nothing; each kept attention layer still
+writes its own cache entry by its own `layer_idx`. transformers sizes its masks by the cache length
+of the first full-attention layer, which may be a skipped one, so a skipping forward passes its own
+causal mask (the tree path's, with a lower-triangular tree). A layer whose cache missed some tokens
+can never run again on later ones (it would attend to an incomplete past): forward refuses that
+until `truncate` cuts the cache back to what the layer holds.
 """
 from __future__ import annotations
 
@@ -55,6 +66,9 @@ class HFCausalLM(CachedIds):
         self._window, self._per_type, self._fixed = _attention_layout(self.config)
         if self._fixed is not None:  # no rewinding, so no speculative method and no tree forwards
             self.capabilities = frozenset({"hidden_states", "embeds"})
+        elif _decoder_layers(model) is not None:
+            self.capabilities = self.capabilities | {"layer_skip"}
+        self._views: dict = {}  # skip set -> the model without those layers (shared by fresh() copies)
         self.reset()
 
     def fresh(self, needs: frozenset[str] | None = None) -> "HFCausalLM":
@@ -71,6 +85,7 @@ class HFCausalLM(CachedIds):
         self._cache = DynamicCache() if self._window is not None else DynamicCache(config=self.config)
         self._ids = torch.empty(1, 0, dtype=torch.long, device=self.device)  # [B, L]
         self._base = 0  # cache length before the last forward
+        self._skipped = False  # some forward skipped layers: check every layer's cache before running it
 
     def _index_cache(self, idx: torch.Tensor, dim: int) -> None:
         for layer in self._cache.layers:
@@ -86,7 +101,10 @@ class HFCausalLM(CachedIds):
     def truncate(self, n: int) -> None:
         if n < self.cache_len:
             self._check_rewind(n)
-            self._index_cache(torch.arange(n, device=self.device), dim=-2)
+            keep = torch.arange(n, device=self.device)
+            for layer in self._cache.layers:  # a layer skipped for later tokens may already be shorter
+                if getattr(layer, "keys", None) is not None and layer.keys.shape[-2] > n:
+                    layer.keys, layer.values = layer.keys.index_select(-2, keep), layer.values.index_select(-2, keep)
             self._ids = self._ids[:, :n]
         self._base = min(self._base, n)
 
@@ -105,8 +123,8 @@ class HFCausalLM(CachedIds):
         src = self._base + torch.tensor(keep_list, dtype=torch.long, device=self.device)
         # move only the kept rows of the last forward into place and drop the rest: O(kept), not
         # O(cache) (the gather on the right copies first, so overlapping rows are safe)
-        for layer in self._cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+        for layer in self._cache.layers:  # a layer the last forward skipped holds none of its rows
+            if getattr(layer, "keys", None) is not None and layer.keys.shape[-2] > self._base:
                 layer.keys[..., self._base:end, :] = layer.keys[..., src, :]
                 layer.values[..., self._base:end, :] = layer.values[..., src, :]
                 layer.keys, layer.values = layer.keys[..., :end, :], layer.values[..., :end, :]
@@ -127,27 +145,61 @@ class HFCausalLM(CachedIds):
         return self.model.get_input_embeddings()(ids.to(self.device))
 
     @torch.inference_mode()
-    def forward(self, ids, positions, tree_mask=None, hidden=False, embeds=None) -> Step:
+    def forward(self, ids, positions, tree_mask=None, hidden=False, embeds=None, skip=None, layers=False) -> Step:
         """embeds: [N, H] (or [B, N, H]) input embeddings to run instead of the ids' own ("embeds"
-        capability: Superposed Decoding's mixtures); the ids then only name the cached positions."""
+        capability: Superposed Decoding's mixtures); the ids then only name the cached positions.
+        skip: decoder layer indices to bypass ("layer_skip"; see the module docstring). layers: also
+        return Step.layers, every decoder layer's input (not with skip)."""
         batched = ids.ndim == 2
         ids2 = (ids if batched else ids[None]).to(self.device)  # [B, N]
         pos2 = (positions if batched else positions[None]).to(self.device)  # [B, N]
         n = ids2.shape[1]
+        skip = frozenset(int(i) for i in skip) if skip else frozenset()
+        model = self._skip_view(skip, layers) if skip else self.model
+        if skip and tree_mask is None:  # transformers would size the mask by a cache layer that may be skipped
+            tree_mask = torch.ones(n, n, dtype=torch.bool).tril_()
+        if self._skipped:
+            self._check_layers(skip)
         mask = None if tree_mask is None else self._tree_masks(tree_mask.to(self.device), pos2)
         self._base = self.cache_len
+        self._skipped = self._skipped or bool(skip)
         inputs = {"input_ids": ids2} if embeds is None else \
             {"inputs_embeds": (embeds if batched else embeds[None]).to(self.device, self.dtype)}
-        out = self.model(**inputs, position_ids=pos2, attention_mask=mask, use_cache=True,
-                         output_hidden_states=hidden, **{self._cache_kw: self._cache})
+        out = model(**inputs, position_ids=pos2, attention_mask=mask, use_cache=True,
+                    output_hidden_states=hidden or layers, **{self._cache_kw: self._cache})
         self._ids = torch.cat([self._ids, ids2], dim=1)
         self.counter.count(ids2.numel())
         logits = out.logits.float()  # [B, N, V]
         h = out.hidden_states[-1] if hidden else None
+        lay = torch.stack(out.hidden_states[:-1], dim=1) if layers else None  # [B, L, N, H] layer inputs
         if not batched:
-            logits, h = logits[0], (h[0] if h is not None else None)
+            logits, h, lay = logits[0], (h[0] if h is not None else None), (lay[0] if lay is not None else None)
         assert logits.shape[-2] == n
-        return Step(logits=logits, hidden=h)
+        return Step(logits=logits, hidden=h, layers=lay)
+
+    def _skip_view(self, skip: frozenset[int], layers: bool):
+        """The model without the decoder layers in `skip` (built once per skip set)."""
+        if "layer_skip" not in self.capabilities:
+            raise DecodeLabError(f"{type(self.model).__name__}: this adapter cannot skip its decoder layers "
+                                 "(capability layer_skip)")
+        total = len(_decoder_layers(self.model))
+        bad = sorted(i for i in skip if not 0 <= i < total)
+        if bad:
+            raise DecodeLabError(f"cannot skip layer(s) {bad}: {type(self.model).__name__} has {total} decoder layers")
+        if layers:
+            raise DecodeLabError("layers=True reads every decoder layer's input; a forward that skips layers has none")
+        if skip not in self._views:
+            self._views[skip] = _without_layers(self.model, skip)
+        return self._views[skip]
+
+    def _check_layers(self, skip: frozenset[int]) -> None:
+        """Refuse to run a layer whose cache missed some of the cached tokens (skipped for them)."""
+        held = [getattr(layer, "keys", None) for layer in self._cache.layers]
+        for i in range(len(_decoder_layers(self.model))):
+            n = held[i].shape[-2] if i < len(held) and held[i] is not None and held[i].numel() else 0
+            if i not in skip and n < self.cache_len:
+                raise DecodeLabError(f"decoder layer {i} was skipped for cached tokens {n}..{self.cache_len - 1}, so it "
+                                     f"cannot run on later ones; skip it again, or truncate the cache to {n} tokens")
 
     def _tree_masks(self, tree_mask: torch.Tensor, pos: torch.Tensor):
         """The attention_mask argument of a tree forward: one 4D mask, or one per layer type.
@@ -203,6 +255,34 @@ def _attention_layout(config) -> tuple[int | None, bool, str | None]:
         return None, False, None
     # mixed models index a dict of masks by layer type; a single 4D tensor serves all layers alike
     return window, _FULL in types, None
+
+
+def _decoder_layers(model) -> torch.nn.ModuleList | None:
+    """The decoder's list of layers (`base_model.layers`), or None for a model laid out otherwise."""
+    layers = getattr(getattr(model, "base_model", None), "layers", None)
+    return layers if isinstance(layers, torch.nn.ModuleList) else None
+
+
+def _shallow(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of module sharing every submodule and weight, whose submodules can be replaced alone."""
+    view = copy.copy(module)
+    view._modules = dict(module._modules)
+    return view
+
+
+def _without_layers(model, skip: frozenset[int]):
+    """A view of model whose decoder runs only the layers not in skip, in order."""
+    base = model.base_model
+    keep = [i for i in range(len(base.layers)) if i not in skip]
+    inner = _shallow(base)
+    inner.layers = torch.nn.ModuleList([base.layers[i] for i in keep])
+    types = getattr(base.config, "layer_types", None)
+    if types:  # Qwen2 and the Gemmas pick each layer's mask by its index in the list
+        inner.config = copy.copy(base.config)
+        inner.config.layer_types = [types[i] for i in keep]
+    outer = _shallow(model)
+    setattr(outer, model.base_model_prefix, inner)
+    return outer
 
 
 def _context_length(config) -> int | None:
