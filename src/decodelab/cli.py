@@ -118,12 +118,23 @@ def _add_option_flags(g, config, prefix: str = "") -> None:
     for f, d in zip(dataclasses.fields(config), config.describe()):
         kind, _ = base_type(hints[f.name])
         flags = ["--" + name.replace("_", "-") for name in [f.name] + d["aliases"]]  # aliases: more spellings
-        text = f"{d['help']} (default {f.default!r}; {d['allowed']})"
+        auto = f.metadata.get("auto")
+        text = f"{d['help']} (default {'auto' if auto and f.default is None else repr(f.default)}; {d['allowed']})"
         if kind is bool:
             g.add_argument(*flags, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=None,
                            help=text)
         else:
-            g.add_argument(*flags, dest=prefix + f.name, type=kind, default=None, help=text)
+            g.add_argument(*flags, dest=prefix + f.name, type=_or_auto(kind) if auto else kind, default=None,
+                           help=text)
+
+
+def _or_auto(kind):
+    """An argparse type that also takes the word auto (the config stores it as None)."""
+    def convert(text: str):
+        return "auto" if text == "auto" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error message
+    return convert
 
 
 def cmd_methods(args) -> int:

@@ -34,13 +34,14 @@ _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 
 
 def option(default, help: str, *, lo=None, hi=None, above=None, below=None, choices=None, objects=None,
-           infinite: bool = False):
+           auto: bool = False, infinite: bool = False):
     """A config field: `lo`/`hi` are inclusive bounds, `above`/`below` exclusive ones. `objects`: a
     type or tuple of types whose instances the option also takes as they are, from Python only
-    (a reward object or callable where the command line gives a spec string). `infinite`: a float
-    option that also takes inf and -inf (never NaN)."""
+    (a reward object or callable where the command line gives a spec string). `auto`: the field
+    (typed `X | None`) also takes the word "auto", stored as None: the method chooses the value.
+    `infinite`: a float option that also takes inf and -inf (never NaN)."""
     meta = {"help": help, "lo": lo, "hi": hi, "above": above, "below": below, "choices": choices,
-            "objects": objects, "infinite": infinite}
+            "objects": objects, "auto": auto, "infinite": infinite}
     return field(default=default, metadata=meta)
 
 
@@ -104,7 +105,7 @@ def type_name(hint) -> str:
 def check_value(name: str, value, hint, meta) -> object:
     """The value, normalised to the field's type, or a DecodeLabError saying what was expected."""
     kind, nullable = base_type(hint)
-    if value is None and nullable:
+    if (value is None and nullable) or (meta.get("auto") and value == "auto"):
         return None
     objects = meta.get("objects")
     if objects is not None and not isinstance(value, (str, bool, int, float)) and isinstance(value, objects):
@@ -168,4 +169,4 @@ def allowed(hint, meta) -> str:
     if objects is not None:
         names = [t.__name__ for t in (objects if isinstance(objects, tuple) else (objects,))]
         text += f" (from Python also a {' or a '.join(names)})"
-    return text + (" or None" if nullable else "")
+    return text + (" or 'auto'" if meta.get("auto") else " or None" if nullable else "")

@@ -25,7 +25,7 @@ def test_parse_peers():
 
 @pytest.mark.parametrize("text,match", [
     ("nosuchmethod", "unknown method 'nosuchmethod'; known methods:"),
-    ("sps:gamma=0", r"gamma must be an integer in \[1, 128\], got 0"),
+    ("sps:gamma=0", r"gamma must be an integer in \[1, 128\] or 'auto', got 0"),
     ("sps:nope=1", "has no option"),
     ("sps:gamma", "bad method option"),
     ("hf:nope", "unknown peer .hf:nope."),

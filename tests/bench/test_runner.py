@@ -133,7 +133,7 @@ def test_interrupted_run_keeps_results_marked_partial(tiny_dirs, planted, tmp_pa
 @pytest.mark.parametrize("argv,msg", [
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--workload", "synthetic", "--method", "nope"], "unknown method 'nope'"),
-    (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be an integer in [1, 128], got -1"),
+    (["--workload", "synthetic", "--method", "sps:gamma=-1"], "gamma must be an integer in [1, 128] or 'auto', got -1"),
     (["--workload", "synthetic"], "has no default model"),
     (["--workload", "synthetic", "--model", "/"], "is not a model directory"),
     (["--workload", "synthetic", "--model", "zoo:nope"], "zoo"),

@@ -228,6 +228,6 @@ def test_generate_sizes_the_context_by_the_method(zoo_models, monkeypatch):
         return other
 
     monkeypatch.setattr(LlamaCppLM, "fresh", spy)
-    decodelab.generate(lm, "def f(", "pld", max_new_tokens=4)
+    decodelab.generate(lm, "def f(", "greedy", max_new_tokens=4)
     decodelab.generate(lm, "def f(", "token_recycling", max_new_tokens=4)
     assert made == [False, True]

@@ -20,7 +20,10 @@ from methods.stream_helpers import interleave
 # Per-method options the generic tests need: name -> kwargs.
 OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fits the tiny drafts
                             "ppd": {"embeddings": "init"},  # no prompt embeddings were trained for them
-                            "superposed": {"alpha": 0.0}}  # its n-grams need a tokenizer; the tiny models have none
+                            "superposed": {"alpha": 0.0},  # its n-grams need a tokenizer; the tiny models have none
+                            # fixed draft sizes: "auto" (their default, tests/core/test_costs.py) may find
+                            # drafting unprofitable on tiny models, and these tests must see drafts accepted
+                            "sps": {"gamma": 3}, "pld": {"num_tokens": 4}}
 
 # causal-LM methods only: the diffusion family has its own registry-wide tests (test_diffusion_registry.py)
 CAUSAL = {name: m for name, m in all_methods().items() if m.family != "diffusion"}
@@ -75,7 +78,9 @@ def test_every_speculative_method_runs_at_a_fixed_budget(method, budget, toy_pai
     """The method's declared budget rule keeps every target forward at <= B tokens, and a chain
     or tree is actually drafted (some forward scores more than the root)."""
     target, draft = _Recording(toy_pair[0].table), toy_pair[1]
-    kw = method_kwargs(all_methods()[method], {"fixed_budget": budget, **OPTIONS.get(method, {})})
+    spec = all_methods()[method]
+    fixed = {k: v for k, v in OPTIONS.get(method, {}).items() if k not in spec.budget(budget, {})}  # set by B
+    kw = method_kwargs(spec, {"fixed_budget": budget, **fixed})
     prompt = [1, 2, 1, 2, 1, 2, 1, 2]  # repetitive, so the model-free drafters find something
     state = decodelab.State()  # methods that learn draft from the first run in the second
     for _ in range(2):

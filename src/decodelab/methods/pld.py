@@ -4,7 +4,9 @@ transformers as `generate(prompt_lookup_num_tokens=...)`). A baseline, not from 
 Draft = the tokens that followed the most recent earlier occurrence of the context's last n-gram
 (n from max_ngram down to min_ngram; the first n with a match wins), up to num_tokens tokens,
 as a chain; no match gives an empty draft (a plain greedy step). The speculative loop verifies
-the chain in one target forward.
+the chain in one target forward. num_tokens = "auto" (the default) sets the draft length before
+each step from the target's measured forward cost curve and the acceptance so far (core/costs.py:
+a lookup draft costs nothing to make), down to no lookup when drafting cannot pay.
 
 Deviations from transformers' PromptLookupCandidateGenerator: (1) the most recent match, not the
 earliest (the card's reading; `prefer="first"` gives transformers' choice); (2) a match whose
@@ -20,16 +22,20 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import AutoLength
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
 class PLDConfig(Options):
-    num_tokens: int = option(10, "draft length (transformers' prompt_lookup_num_tokens)", lo=1, hi=128)
+    num_tokens: int | None = option(None, "draft length (transformers' prompt_lookup_num_tokens, 10 there); auto: "
+                                          "chosen per step from the target's measured forward costs and the "
+                                          "acceptance so far", lo=1, hi=128, auto=True)
     max_ngram: int = option(3, "longest n-gram matched against the context", lo=1, hi=32)
     min_ngram: int = option(1, "shortest n-gram matched against the context", lo=1, hi=32)
     prefer: str = option("recent", "which earlier occurrence to copy from", choices=("recent", "first"))
@@ -58,19 +64,22 @@ def lookup(ctx: torch.Tensor, num_tokens: int, max_ngram: int, min_ngram: int, p
 
 
 class LookupDrafter:
-    def __init__(self, config: PLDConfig):
-        self.config = config
+    def __init__(self, config: PLDConfig, auto: AutoLength | None = None):
+        self.config, self.auto = config, auto
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         c = self.config
-        guess = lookup(ctx, min(c.num_tokens, max_depth), c.max_ngram, c.min_ngram, c.prefer)
+        n = self.auto.length(max_depth) if self.auto is not None else min(c.num_tokens, max_depth)
+        guess = lookup(ctx, n, c.max_ngram, c.min_ngram, c.prefer) if n else []
         return Draft(TokenTree.chain([int(ctx[-1])] + guess))
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        pass
+        if self.auto is not None and len(draft.tree) > 1:
+            self.auto.update(len(draft.tree) - 1, len(path) - 1)
 
 
 @register("pld", family="speculative", config=PLDConfig, lossless="sampling", budget="num_tokens",
           peer="hf:prompt-lookup")
 def run(req, config: PLDConfig):
-    return speculative.decode(req, LookupDrafter(config))
+    auto = AutoLength(costs.curve(req.target)) if config.num_tokens is None else None
+    return speculative.decode(req, LookupDrafter(config, auto))

@@ -10,8 +10,13 @@ p_{gamma+1} when all are accepted. Greedy: accept while the draft equals the tar
 Lossless for greedy and for sampling. Expected tokens per target forward at acceptance rate a:
 (1 - a^(gamma+1)) / (1 - a).
 
-Schedules: "constant" keeps gamma (default 5, as gpt-fast); "heuristic" is transformers'
-assisted-generation rule: gamma + 2 after a fully accepted draft, gamma - 1 (at least 1) otherwise.
+Draft length. gamma = "auto" (the default) chooses gamma before every step from the measured cost
+curves of both models (models/costs.py: the target's forward of 1..16 tokens, the draft's
+1-token forward) and the acceptance rate measured so far in the generation (core/costs.py), down
+to 0, a plain target step, when no draft pays; a fixed gamma keeps it (gpt-fast's 5 was the old
+default: on a CPU, where a small model's step costs almost linearly in its tokens, it loses to
+gamma 2). Schedules: "constant" keeps gamma; "heuristic" is transformers' assisted-generation rule:
+gamma + 2 after a fully accepted draft, gamma - 1 (at least 1) otherwise, from gamma (5 when auto).
 Deviation: the draft does not run the gamma-th forward that only re-syncs its cache; the next
 propose() forwards the committed tokens the draft has not seen (models.base.sync).
 """
@@ -21,18 +26,39 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import AutoLength
 from ..core.tree import Draft
 from ..loops import speculative
 from ..loops.drafting import ChainDrafter
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
 class SpSConfig(Options):
-    gamma: int = option(5, "draft tokens per step (the first gamma with the heuristic schedule)", lo=1, hi=128)
+    gamma: int | None = option(None, "draft tokens per step (the first gamma with the heuristic schedule); auto: "
+                                     "chosen per step from measured forward costs and acceptance", lo=1, hi=128,
+                               auto=True)
     schedule: str = option("constant", "constant gamma, or transformers' heuristic (+2 after a fully "
                            "accepted draft, -1 otherwise)", choices=("constant", "heuristic"))
+
+
+class AutoChainDrafter(ChainDrafter):
+    """gamma chosen before each step by core.costs.AutoLength from both models' cost curves."""
+
+    def __init__(self, req):
+        super().__init__(req, 0)
+        self.auto = AutoLength(costs.curve(req.target), costs.curve(req.draft)[1])
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        self.gamma = self.auto.length(max_depth)
+        return super().propose(ctx, max_depth)
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        if len(draft.tree) > 1:
+            self.auto.update(len(draft.tree) - 1, len(path) - 1)
+        super().observe(draft, path, logits)
 
 
 class HeuristicChainDrafter(ChainDrafter):
@@ -45,5 +71,8 @@ class HeuristicChainDrafter(ChainDrafter):
 @register("sps", family="speculative", config=SpSConfig, lossless="sampling", draft=True, budget="gamma",
           peer="hf:assisted")
 def run(req, config: SpSConfig):
-    cls = HeuristicChainDrafter if config.schedule == "heuristic" else ChainDrafter
-    return speculative.decode(req, cls(req, config.gamma))
+    if config.schedule == "heuristic":
+        return speculative.decode(req, HeuristicChainDrafter(req, config.gamma or 5))
+    if config.gamma is None:
+        return speculative.decode(req, AutoChainDrafter(req))
+    return speculative.decode(req, ChainDrafter(req, config.gamma))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -60,6 +61,7 @@ class HFCausalLM(CachedIds):
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.max_length = _context_length(model.config)
         self.counter = Counter()
+        self.costs: dict = {}  # forward cost curves (models/costs.py), shared with every fresh() copy
         # transformers renamed `past_key_values` to `cache` within v5; use whichever this one takes
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -78,6 +80,19 @@ class HFCausalLM(CachedIds):
         other.counter = Counter()
         other.reset()
         return other
+
+    @property
+    def cache_key(self) -> str | None:
+        """What identifies these weights, dtype and device in on-disk caches (models/costs.py):
+        the checkpoint's path and weight files' sizes and times; None for a model not loaded from
+        a directory."""
+        src = getattr(self.model, "name_or_path", "") or ""
+        if not src or not os.path.isdir(src):
+            return None
+        files = sorted(f for f in os.listdir(src) if f.endswith((".safetensors", ".bin", "config.json")))
+        stamp = ",".join(f"{f}:{os.path.getsize(os.path.join(src, f))}:{os.path.getmtime(os.path.join(src, f))}"
+                         for f in files)
+        return f"{os.path.abspath(src)}|{stamp}|{self.dtype}|{self.device}"
 
     # -- cache ---------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -94,6 +94,7 @@ class _Weights:
         self.vocab = lib.llama_model_get_vocab(self.ptr)
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.ptr)
+        self.costs: dict = {}  # forward cost curves (models/costs.py) of every adapter on these weights
 
     def context(self, cells: int, threads: int, trees: bool) -> "_Context":
         """An idle context of `cells` cells (with tree room or not) from the pool, or a new one; its
@@ -145,6 +146,7 @@ class LlamaCppLM:
         self.tokenizer = tokenizer
         self._eos = _eos_ids(w)
         self.counter = Counter()
+        self.costs = w.costs
         self._open()
 
     # -- context -------------------------------------------------------------------------------
@@ -171,6 +173,12 @@ class LlamaCppLM:
         trees = self.trees if needs is None else "tree_mask" in needs
         return LlamaCppLM(self.weights.path, n_ctx=self.max_length, threads=self._threads_arg,
                           tokenizer=self.tokenizer, trees=trees, _weights=self.weights)
+
+    @property
+    def cache_key(self) -> str:
+        """What identifies these weights in on-disk caches (models/costs.py)."""
+        st = self.weights.path.stat()
+        return f"{self.weights.path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
     # -- cache ---------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -29,6 +29,7 @@ class ToyLM(CachedIds):
         self.vocab_size = table.shape[-1]
         self._eos = eos_token_id
         self.counter = Counter()
+        self.costs: dict = {}  # forward cost curves (models/costs.py), shared with fresh() copies
         self.reset()
 
     @classmethod
@@ -41,7 +42,7 @@ class ToyLM(CachedIds):
     def fresh(self, needs: frozenset[str] | None = None) -> "ToyLM":
         """The same table (and tokenizer, when one was attached), an empty cache of its own."""
         other = type(self)(self.table, eos_token_id=self._eos)
-        other.tokenizer = self.tokenizer
+        other.tokenizer, other.costs = self.tokenizer, self.costs
         return other
 
     def reset(self) -> None:

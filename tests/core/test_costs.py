@@ -1,0 +1,83 @@
+"""Draft sizes from cost curves (core/costs.py) and the measured curves (models/costs.py)."""
+import json
+
+import pytest
+import torch
+
+import decodelab
+from decodelab.core.costs import PROBE_EVERY, AutoLength, best_length, expected_tokens
+from decodelab.models import costs
+from decodelab.models.toy import ToyLM
+
+FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
+LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
+
+
+def test_expected_tokens():
+    assert expected_tokens(0.0, 5) == 1.0 and expected_tokens(1.0, 4) == 5.0
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+
+
+def test_best_length_follows_cost_and_acceptance():
+    assert best_length(0.9, FLAT, 0.0, 15) == 15  # drafting is nearly free: draft all allowed
+    assert best_length(0.9, FLAT, 0.0, 3) == 3  # ... up to the room left
+    assert best_length(0.99, LINEAR, 0.0, 15) == 0  # a step of n costs n: nothing can pay
+    assert best_length(0.1, FLAT, 0.0, 15) == 1  # low acceptance: one guess (cost 1%) still pays
+    assert best_length(0.1, FLAT, 0.5, 15) == 0  # ... not when a drafted token costs half a step
+    mid = [0.0] + [1.0 + 0.25 * (n - 1) for n in range(1, 17)]
+    assert 1 <= best_length(0.7, mid, 0.0, 15) < best_length(0.9, mid, 0.0, 15)
+
+
+def test_auto_length_learns_acceptance_and_probes():
+    auto = AutoLength(FLAT, per_token=0.2)
+    start = auto.length(10)
+    for _ in range(30):  # every draft rejected at once
+        auto.update(start or 1, 0)
+    assert auto.rate < 0.1 and auto.length(10) == 0
+    picks = [auto.length(10) for _ in range(PROBE_EVERY * 2)]  # idle: a 1-token probe now and then
+    assert picks.count(1) == 2 and set(picks) == {0, 1}
+    for _ in range(200):  # then everything accepted: back to long drafts
+        auto.update(5, 5)
+    assert auto.rate > 0.95 and auto.length(10) >= 5
+
+
+def test_measured_curve_is_cached_on_the_adapter_and_on_disk(tmp_path, monkeypatch, tiny_dirs):
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path))
+    lm = decodelab.load(tiny_dirs["llama"][0])
+    c = costs.curve(lm, n_max=6)
+    assert len(c) == 7 and c[0] == 0.0 and all(x > 0 for x in c[1:])
+    files = list((tmp_path / "costs").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["seconds"] == c
+    assert costs.curve(lm.fresh(), n_max=6) == c  # the fresh copy shares the memo
+    monkeypatch.setattr(costs, "measure", lambda *a: pytest.fail("measured again"))
+    assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == c  # another load: from disk
+    toy = ToyLM.random(8)
+    monkeypatch.undo()
+    assert len(costs.curve(toy, n_max=4)) == 5 and costs.curve(toy.fresh(), n_max=4) == toy.costs[None][:5]
+
+
+@pytest.mark.parametrize("method,kw", [("sps", {}), ("pld", {}), ("sps", {"gamma": "auto"})])
+def test_auto_draft_sizes_are_lossless_and_draft_when_it_pays(method, kw, toy_pair, monkeypatch):
+    """With a memory-bound curve planted, auto drafts long chains and stays exactly greedy; with a
+    compute-bound one it stops drafting (probes aside)."""
+    target, draft = toy_pair
+    prompt = [1, 2, 1, 2, 1, 2, 1]
+    ref = decodelab.generate(target, prompt, max_new_tokens=40, ignore_eos=True).tokens
+    for curve, drafts in ((FLAT, True), (LINEAR, False)):
+        cheap = [x * 0.05 for x in curve]  # the draft: a twentieth of the target's cost
+        monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, c=curve, d=cheap: d if lm.table is draft.table else c)
+        out = decodelab.generate(target, prompt, method, draft=draft if method == "sps" else None,
+                                 max_new_tokens=40, ignore_eos=True, **kw)
+        assert out.tokens == ref
+        steps = len(out.stats.committed)
+        assert (out.stats.target_tokens_scored > 2 * steps) if drafts else (out.stats.target_tokens_scored < 1.3 * steps)
+
+
+def test_auto_is_the_default_and_a_word_on_the_command_line():
+    from decodelab.methods.pld import PLDConfig
+    from decodelab.methods.sps import SpSConfig
+
+    assert SpSConfig().gamma is None and SpSConfig(gamma="auto").gamma is None and SpSConfig(gamma=4).gamma == 4
+    assert PLDConfig(num_tokens="auto").num_tokens is None
+    with pytest.raises(decodelab.DecodeLabError, match=r"gamma must be an integer in \[1, 128\] or 'auto'"):
+        SpSConfig(gamma="many")
