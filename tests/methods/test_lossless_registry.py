@@ -23,7 +23,9 @@ OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fi
                             "superposed": {"alpha": 0.0},  # its n-grams need a tokenizer; the tiny models have none
                             # fixed draft sizes: "auto" (their default, tests/core/test_costs.py) may find
                             # drafting unprofitable on tiny models, and these tests must see drafts accepted
-                            "sps": {"gamma": 3}, "pld": {"num_tokens": 4}}
+                            "sps": {"gamma": 3}, "pld": {"num_tokens": 4},
+                            # no routers were trained for the tiny models; a fixed skip set so the streams skip
+                            "first": {"routers": "init", "skip": "1"}}
 
 # causal-LM methods only: the diffusion family has its own registry-wide tests (test_diffusion_registry.py)
 CAUSAL = {name: m for name, m in all_methods().items() if m.family != "diffusion"}

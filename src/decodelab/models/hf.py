@@ -169,7 +169,7 @@ class HFCausalLM(CachedIds):
         ids2 = (ids if batched else ids[None]).to(self.device)  # [B, N]
         pos2 = (positions if batched else positions[None]).to(self.device)  # [B, N]
         n = ids2.shape[1]
-        skip = frozenset(int(i) for i in skip) if skip else frozenset()
+        skip = skip if isinstance(skip, frozenset) else frozenset(int(i) for i in skip or ())
         model = self._skip_view(skip, layers) if skip else self.model
         if skip and tree_mask is None:  # transformers would size the mask by a cache layer that may be skipped
             tree_mask = torch.ones(n, n, dtype=torch.bool).tril_()
