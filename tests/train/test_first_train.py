@@ -97,3 +97,17 @@ def test_the_command_refuses_with_one_message(tmp_path, capsys):
     assert main(["train", "first", "--target", "zoo:code-target", "--lr", "2", "--out", str(tmp_path / "r")]) != 0
     assert "lr in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_straight_through_runs_hard_gates_with_soft_gradients(tiny_dirs):
+    model = decodelab.load(tiny_dirs["llama"][0]).model
+    x = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(0))
+    k = torch.tensor([4, 6])
+    routers = Routers(2, 32)  # untrained: every gate 0.95, rounded to 1
+    with gated(model, routers, k, 0.5, straight=True) as g:
+        loss = continuation_loss(model, x, k)
+    (loss + torch.stack(g).mean()).backward()
+    assert all(float(v.detach().min()) == 1.0 for v in g)
+    with torch.no_grad():
+        assert float(loss) == pytest.approx(float(continuation_loss(model, x, k)), abs=1e-6)  # the base model
+    assert float(routers.bias.grad.abs().sum()) > 0 and float(routers.weight.grad.abs().sum()) > 0

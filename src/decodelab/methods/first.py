@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,8 @@ class FiRSTConfig(Options):
                                   f"{DEFAULT_SPARSITY:g}), or 'init' (untrained: every layer kept)")
     threshold: float = option(0.5, "tau: keep layer i when the mean of its router's gates over the prompt is "
                                    ">= tau (0 keeps every layer)", lo=0, hi=1)
-    skip: str | None = option(None, "decoder layers to skip for generated tokens, comma-separated, instead of "
-                                    "the routers' choice ('' skips none)")
+    skip: str | None = option(None, "decoder layers to skip for generated tokens, instead of the routers' "
+                                    "choice: '1,2' or '1+2' (bench rows); '' skips none")
 
     def validate(self) -> None:
         if self.skip is not None:
@@ -71,11 +72,11 @@ class FiRSTConfig(Options):
 
 def parse_layers(text: str) -> frozenset[int]:
     try:
-        layers = frozenset(int(s) for s in text.split(",") if s.strip())
+        layers = frozenset(int(s) for s in re.split(r"[,+\s]+", text) if s)
     except ValueError:
         layers = frozenset({-1})
     if any(i < 0 for i in layers):
-        raise DecodeLabError(f"skip must be layer indices >= 0 separated by commas, got '{text}'")
+        raise DecodeLabError(f"skip must be layer indices >= 0 separated by ',' or '+', got '{text}'")
     return layers
 
 

@@ -19,6 +19,9 @@ and config.json (methods.first.save_routers), card.json, training_log.jsonl, los
 Deviations: no LoRA (the paper's optional fine-tuning of the model); the random prompt cut stands
 in for the paper's prompt/response split (the corpus has no prompts); hooks bypass only the rows
 past the cut, so a window's prompt rows equal the base model's at every layer, as in decoding.
+Not in the paper: `--straight-through True` trains with the hard gates decoding uses (forward: G
+rounded at the threshold; gradient: the soft G's), an experiment on the gap between soft gating
+and hard skipping (the bundled heads are trained without it).
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class FiRSTRecipe:
     epochs: int = 1
     heldout_windows: int = 64
     eval_every: int = 12  # optimiser steps between held-out evaluations (and at the end)
+    straight_through: bool = False  # not the paper's: train with hard gates (straight-through gradient)
     seed: int = 0
 
     def __post_init__(self):
@@ -71,10 +75,11 @@ def cuts(n: int, recipe: FiRSTRecipe, seed: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def gated(model, routers: Routers, k: torch.Tensor, threshold: float | None = None):
+def gated(model, routers: Routers, k: torch.Tensor, threshold: float | None = None, straight: bool = False):
     """Inside, the model's forwards gate every decoder layer's rows from k[b] on: y = x + G (f(x) - x),
-    G [B] = the mean gate of rows < k[b] (rounded at `threshold` when given: hard skipping). Yields
-    the list the hooks append each layer's G to. k: [B] prompt lengths."""
+    G [B] = the mean gate of rows < k[b] (rounded at `threshold` when given: hard skipping; with
+    `straight`, its gradient is the soft G's: the straight-through estimator). Yields the list the
+    hooks append each layer's G to. k: [B] prompt lengths."""
     seen: list[torch.Tensor] = []
 
     def hook_for(i):
@@ -84,7 +89,8 @@ def gated(model, routers: Routers, k: torch.Tensor, threshold: float | None = No
             prompt = torch.arange(x.shape[1])[None, :] < k[:, None]  # [B, T]
             g = (routers.gate(x, i) * prompt).sum(1) / prompt.sum(1)  # [B]
             if threshold is not None:
-                g = (g >= threshold).float()
+                hard = (g >= threshold).float()
+                g = hard + g - g.detach() if straight else hard
             seen.append(g)
             w = torch.where(prompt, torch.ones_like(g)[:, None], g[:, None])[..., None].to(y.dtype)  # [B, T, 1]
             y = x + w * (y - x)
@@ -166,7 +172,8 @@ def train(model, tokenizer, recipe: FiRSTRecipe, log=None, progress: bool = True
         order = torch.randperm(len(windows), generator=gen)
         for j in range(0, len(windows), recipe.batch_size):
             idx = order[j:j + recipe.batch_size]
-            with gated(model, routers, k[idx]) as g:
+            hard = recipe.threshold if recipe.straight_through else None
+            with gated(model, routers, k[idx], hard, straight=True) as g:
                 lm = continuation_loss(model, windows[idx], k[idx])
             gate = torch.stack(g).mean()
             loss = lm + recipe.sparsity * gate
