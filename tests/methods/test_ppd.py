@@ -132,7 +132,7 @@ def test_refusals(tmp_path, tiny_dirs):
 
     with pytest.raises(DecodeLabError, match="needs model capability embeds"):
         decodelab.generate(NoEmbeds.random(6), [1, 2], "ppd", embeddings="init")
-    with pytest.raises(DecodeLabError, match="finds trained prompt embeddings by the target's zoo name"):
+    with pytest.raises(DecodeLabError, match="finds its trained embeddings by the target.s zoo name"):
         decodelab.generate(ToyLM.random(6), [1, 2], "ppd")
     tiny = decodelab.load(tiny_dirs["llama"][0])
     with pytest.raises(DecodeLabError, match="no ppd prompt embeddings at 'llama-target-ppd'.*decodelab train ppd"):

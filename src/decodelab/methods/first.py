@@ -135,13 +135,9 @@ def resolve_routers(config: FiRSTConfig, target) -> Routers:
         return Routers(layers, hidden).eval()
     name = config.routers
     if name == "auto":
-        from ..train.learn2pd import model_name
+        from ..train.learn2pd import bundled_head
 
-        model = model_name(target)
-        if model is None:
-            raise DecodeLabError("first finds trained routers by the target's zoo name, and this model has none; "
-                                 "pass routers=DIR, or routers='init' for untrained ones")
-        name = f"{model}-first-{DEFAULT_SPARSITY:g}"
+        name = bundled_head(target, f"first-{DEFAULT_SPARSITY:g}", "first", "routers")
     routers, _ = load_routers(name)
     if tuple(routers.weight.shape) != (layers, hidden):
         raise DecodeLabError(f"the FiRST routers '{name}' are for {routers.weight.shape[0]} layers of width "

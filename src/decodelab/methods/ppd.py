@@ -166,13 +166,9 @@ def resolve_prompts(config: PPDConfig, target) -> Prompts:
         return Prompts(init_embeddings(target, 3), generic_accuracy(3), {})
     name = config.embeddings
     if name == "auto":
-        from ..train.learn2pd import model_name
+        from ..train.learn2pd import bundled_head
 
-        model = model_name(target)
-        if model is None:
-            raise DecodeLabError("ppd finds trained prompt embeddings by the target's zoo name, and this model has "
-                                 "none; pass embeddings=DIR, or embeddings='init' for untrained prompts")
-        name = f"{model}-ppd"
+        name = bundled_head(target, "ppd", "ppd", "embeddings")
     prompts, cfg = load_prompts(name)
     hidden = getattr(getattr(target, "config", None), "hidden_size", None)
     if hidden is not None and hidden != prompts.embeds.shape[1]:

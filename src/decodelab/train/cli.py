@@ -28,9 +28,15 @@ THREADS_HELP = "torch CPU threads (1 is often much faster on a busy machine)"
 def recipe_arguments(parser, recipe_cls) -> None:
     """--threads and one --option per field of the recipe dataclass, with its default."""
     parser.add_argument("--threads", type=int, help=THREADS_HELP)
+    import argparse
+
     for f in dataclasses.fields(recipe_cls):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                            help=f"default: {f.default}")
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):  # type=bool would read "False" as True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f"default: {f.default}")
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
 
 
 def recipe_from(args, recipe_cls):

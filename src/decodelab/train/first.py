@@ -19,7 +19,7 @@ and config.json (methods.first.save_routers), card.json, training_log.jsonl, los
 Deviations: no LoRA (the paper's optional fine-tuning of the model); the random prompt cut stands
 in for the paper's prompt/response split (the corpus has no prompts); hooks bypass only the rows
 past the cut, so a window's prompt rows equal the base model's at every layer, as in decoding.
-Not in the paper: `--straight-through True` trains with the hard gates decoding uses (forward: G
+Not in the paper: `--straight-through` trains with the hard gates decoding uses (forward: G
 rounded at the threshold; gradient: the soft G's), an experiment on the gap between soft gating
 and hard skipping (the bundled heads are trained without it).
 """

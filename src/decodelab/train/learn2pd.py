@@ -85,6 +85,16 @@ def load_filter(path: str | Path) -> tuple[Filter, dict]:
     return f.eval(), cfg
 
 
+def bundled_head(lm, suffix: str, method: str, option: str) -> str:
+    """The name of the head trained for this model by convention (`<zoo name>-<suffix>`), for a
+    method's option left at "auto"; a clear error for a model without a name."""
+    model = model_name(lm)
+    if model is None:
+        raise DecodeLabError(f"{method} finds its trained {option} by the target's zoo name, and this model has "
+                             f"none; pass {option}=DIR, or {option}='init' for untrained ones")
+    return f"{model}-{suffix}"
+
+
 def model_name(lm) -> str | None:
     """The zoo name of a loaded model (its card's name), or its directory's name; None for a model
     built in memory."""
