@@ -29,7 +29,7 @@ def test_best_length_follows_cost_and_acceptance():
 
 
 def test_auto_length_learns_acceptance_and_probes():
-    auto = AutoLength(FLAT, per_token=0.2)
+    auto = AutoLength(FLAT, per_token=0.2, clock=None)  # the curve alone decides
     start = auto.length(10)
     for _ in range(30):  # every draft rejected at once
         auto.update(start or 1, 0)
@@ -81,3 +81,23 @@ def test_auto_is_the_default_and_a_word_on_the_command_line():
     assert PLDConfig(num_tokens="auto").num_tokens is None
     with pytest.raises(decodelab.DecodeLabError, match=r"gamma must be an integer in \[1, 128\] or 'auto'"):
         SpSConfig(gamma="many")
+
+
+def test_measured_step_times_correct_the_curve():
+    """Steps that take longer than the curve says, more so with more drafted tokens (the Python
+    around a drafted token), turn drafting off; steps as the curve says leave it on."""
+    mid = [0.0] + [1.0 + 0.1 * (n - 1) for n in range(1, 17)]
+    now = [0.0]
+
+    def run(extra_per_token: float) -> list[int]:
+        auto, picks = AutoLength(mid, clock=lambda: now[0]), []
+        for _ in range(60):
+            g = auto.length(8)
+            picks.append(g)
+            auto.update(g, int(0.8 * g))
+            now[0] += mid[g + 1] + extra_per_token * g  # the step's real time
+        return picks
+
+    assert run(0.0)[-1] >= 3  # the curve was right: long drafts
+    late = run(1.5)[-20:]  # each drafted token costs 1.5 steps more than measured
+    assert late.count(0) >= 15
