@@ -74,7 +74,7 @@ class LookupDrafter:
         return Draft(TokenTree.chain([int(ctx[-1])] + guess))
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        if self.auto is not None and len(draft.tree) > 1:
+        if self.auto is not None:  # a step that drafted nothing changes nothing
             self.auto.update(len(draft.tree) - 1, len(path) - 1)
 
 

@@ -56,8 +56,7 @@ class AutoChainDrafter(ChainDrafter):
         return super().propose(ctx, max_depth)
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        if len(draft.tree) > 1:
-            self.auto.update(len(draft.tree) - 1, len(path) - 1)
+        self.auto.update(len(draft.tree) - 1, len(path) - 1)  # a step that drafted nothing changes nothing
         super().observe(draft, path, logits)
 
 

@@ -37,6 +37,7 @@ until `truncate` cuts the cache back to what the layer holds.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 
@@ -81,11 +82,11 @@ class HFCausalLM(CachedIds):
         other.reset()
         return other
 
-    @property
+    @functools.cached_property
     def cache_key(self) -> str | None:
         """What identifies these weights, dtype and device in on-disk caches (models/costs.py):
-        the checkpoint's path and weight files' sizes and times; None for a model not loaded from
-        a directory."""
+        the checkpoint's path and weight files' sizes and times when they were loaded (worked out
+        once: fresh() copies share it); None for a model not loaded from a directory."""
         src = getattr(self.model, "name_or_path", "") or ""
         if not src or not os.path.isdir(src):
             return None

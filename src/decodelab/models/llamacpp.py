@@ -95,6 +95,8 @@ class _Weights:
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.ptr)
         self.costs: dict = {}  # forward cost curves (models/costs.py) of every adapter on these weights
+        st = path.stat()
+        self.key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"  # the file as loaded, for on-disk caches
 
     def context(self, cells: int, threads: int, trees: bool) -> "_Context":
         """An idle context of `cells` cells (with tree room or not) from the pool, or a new one; its
@@ -177,8 +179,7 @@ class LlamaCppLM:
     @property
     def cache_key(self) -> str:
         """What identifies these weights in on-disk caches (models/costs.py)."""
-        st = self.weights.path.stat()
-        return f"{self.weights.path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        return self.weights.key
 
     # -- cache ---------------------------------------------------------------------------------
     def reset(self) -> None:
