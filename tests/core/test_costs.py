@@ -101,3 +101,14 @@ def test_measured_step_times_correct_the_curve():
     assert run(0.0)[-1] >= 3  # the curve was right: long drafts
     late = run(1.5)[-20:]  # each drafted token costs 1.5 steps more than measured
     assert late.count(0) >= 15
+
+
+def test_auto_sampling_is_exact(toy_pair, monkeypatch):
+    """With auto drafting on (a planted memory-bound curve, a cheap draft), sps's samples still
+    follow the target's distribution exactly (every draft length is verified exactly)."""
+    from methods.spec_helpers import check_converges
+
+    target, draft = toy_pair
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16: [x * (0.05 if lm.table is draft.table else 1.0)
+                                                             for x in FLAT])
+    check_converges("sps", target, draft, sizes=(150, 1200), temperature=0.8, top_k=5)
