@@ -7,6 +7,7 @@ has a parent with a smaller index (topological order), so a chain is the tree wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 from functools import cached_property
 
 import torch
@@ -26,6 +27,8 @@ class TokenTree:
 
     @classmethod
     def chain(cls, tokens: torch.Tensor | list[int]) -> "TokenTree":
+        if len(tokens) == 1:  # a step that drafts nothing: one shared tree per token id
+            return _root(int(tokens[0]))
         t = torch.as_tensor(tokens, dtype=torch.long)
         return cls(t, torch.arange(-1, len(t) - 1))
 
@@ -86,6 +89,12 @@ class TokenTree:
     def paths(self) -> list[list[int]]:
         """All root-to-leaf paths, as node indices."""
         return [self.path_to(leaf) for leaf in self.leaves()]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _root(token: int) -> TokenTree:
+    """The tree of a root alone (trees are immutable, so steps may share it)."""
+    return TokenTree(torch.tensor([token]), torch.tensor([-1]))
 
 
 @dataclass(frozen=True, eq=False)

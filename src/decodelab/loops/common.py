@@ -54,11 +54,12 @@ def clip(tokens: list[int], room: int, stops) -> tuple[list[int], bool]:
     return out, len(out) >= room
 
 
-def emit(req, tokens: list[int], done_so_far: int, logits: torch.Tensor, tree=None,
+def emit(req, tokens: list[int], done_so_far: int, logits: torch.Tensor | None, tree=None,
          path: list[int] | None = None) -> tuple[list[int], bool]:
     """Clip a step's tokens (budget, stops), count them, and record their log-probabilities and
     the step's trace when the request asks. logits: [K, V], row i the target's logits that token i
-    was chosen from. tree / path: the verified draft and its accepted node path (root first)."""
+    was chosen from (read only for logprobs: None when the request asks none). tree / path: the
+    verified draft and its accepted node path (root first)."""
     out, done = clip(tokens, req.max_new_tokens - done_so_far, req.stops)
     req.stats.committed.append(len(out))
     if req.logprobs is not None:

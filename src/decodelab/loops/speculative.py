@@ -23,7 +23,7 @@ from typing import Iterator, Protocol
 
 import torch
 
-from ..core.sampling import check_finite
+from ..core.sampling import argmax_ids, check_finite
 from ..core.tree import Draft
 from ..core.verify import greedy_verify, rejection_verify
 from .common import emit, processor, start
@@ -49,25 +49,49 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             room = min(room, target.max_length - len(ctx))
         draft = drafter.propose(ctx, max(room, 0))
         tree = draft.tree
-        if int(tree.tokens[0]) != int(ctx[-1]) or int(tree.depths.max()) > max(room, 0):
-            raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token "
-                               "or deeper than allowed")
-        step = forward(target, draft, len(ctx) - 1)
-        logits = step.logits[:len(tree)]  # [N, V]: the tree's rows (extra nodes' rows follow)
-        check_finite(logits)
-        if req.greedy:
-            path, bonus = greedy_verify(tree, logits)
+        if int(tree.tokens[0]) != int(ctx[-1]):
+            raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
+        if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
+            path, tokens, logits = plain_step(req, draft, ctx, probs)
         else:
-            contexts = node_contexts(ctx, tree) if req.sampling.history else None
-            path, bonus = rejection_verify(tree, probs(logits, contexts), draft.q, req.rng)
-        target.commit(path)
-        drafter.observe(draft, path, step.logits)
-        out, done = emit(req, tree.tokens[path[1:]].tolist() + [bonus], new, logits[path], tree, path)
+            if int(tree.depths.max()) > max(room, 0):
+                raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
+            path, tokens, logits = verify_step(req, draft, ctx, probs)
+        drafter.observe(draft, path, logits)
+        out, done = emit(req, tokens, new, logits[path] if req.logprobs is not None else None, tree, path)
         ctx = torch.cat([ctx, torch.tensor(out)])
         new += len(out)
         yield out
         if done:
             return
+
+
+def plain_step(req, draft: Draft, ctx: torch.Tensor, probs) -> tuple[list[int], list[int], torch.Tensor]:
+    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
+    then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
+    or commit (the forward appended the root to the cache). -> ([0], [token], logits [1, V])"""
+    logits = req.target.forward(draft.tree.tokens, torch.tensor([len(ctx) - 1])).logits  # [1, V]
+    check_finite(logits)
+    if req.greedy:
+        return [0], [argmax_ids(logits[0])], logits
+    contexts = [ctx.tolist()] if req.sampling.history else None
+    return [0], [rejection_verify(draft.tree, probs(logits, contexts), draft.q, req.rng)[1]], logits
+
+
+def verify_step(req, draft: Draft, ctx: torch.Tensor, probs) -> tuple[list[int], list[int], torch.Tensor]:
+    """Forward the draft, verify it, commit the accepted path. -> (path, its tokens + the bonus,
+    the logits of every forwarded row [N (+ E), V])"""
+    tree, target = draft.tree, req.target
+    step = forward(target, draft, len(ctx) - 1)
+    logits = step.logits[:len(tree)]  # [N, V]: the tree's rows (extra nodes' rows follow)
+    check_finite(logits)
+    if req.greedy:
+        path, bonus = greedy_verify(tree, logits)
+    else:
+        contexts = node_contexts(ctx, tree) if req.sampling.history else None
+        path, bonus = rejection_verify(tree, probs(logits, contexts), draft.q, req.rng)
+    target.commit(path)
+    return path, tree.tokens[path[1:]].tolist() + [bonus], step.logits
 
 
 def forward(target, draft, base: int):
