@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import decodelab
-from decodelab.core.costs import PROBE_EVERY, AutoLength, best_length, expected_tokens
+from decodelab.core.costs import PROBE_EVERY, PROBE_MAX, AutoLength, best_length, expected_tokens
 from decodelab.models import costs
 from decodelab.models.toy import ToyLM
 
@@ -34,11 +34,32 @@ def test_auto_length_learns_acceptance_and_probes():
     for _ in range(30):  # every draft rejected at once
         auto.update(start or 1, 0)
     assert auto.rate < 0.1 and auto.length(10) == 0
-    picks = [auto.length(10) for _ in range(PROBE_EVERY * 2)]  # idle: a 1-token probe now and then
-    assert picks.count(1) == 2 and set(picks) == {0, 1}
+    picks = [auto.length(10) for _ in range(PROBE_EVERY * 8)]  # idle: a 1-token probe now and then,
+    probes = [i for i, g in enumerate(picks) if g]  # each unanswered one doubling the wait for the next
+    assert set(picks) == {0, 1} and len(probes) == 3
+    assert probes[2] - probes[1] == 2 * (probes[1] - probes[0]) == 4 * PROBE_EVERY
     for _ in range(200):  # then everything accepted: back to long drafts
         auto.update(5, 5)
     assert auto.rate > 0.95 and auto.length(10) >= 5
+
+
+def test_auto_length_hardly_probes_when_no_acceptance_could_pay():
+    """A compute-bound target and a costly draft: even always-accepted drafts lose, so the
+    acceptance rate cannot change the choice and probes come only PROBE_MAX steps apart."""
+    auto = AutoLength(LINEAR, per_token=0.5, clock=None)
+    picks = [auto.length(10) for _ in range(2 * PROBE_MAX)]
+    assert [i for i, g in enumerate(picks) if g] == [PROBE_MAX - 1, 2 * PROBE_MAX - 1]
+
+
+def test_auto_length_keeps_an_acceptance_rate_per_kind_of_draft():
+    """Prompt lookup's key is the matched n-gram's length: bad 1-gram guesses do not stop the
+    3-gram matches from drafting."""
+    auto = AutoLength([0.0] + [1.0 + 0.3 * (n - 1) for n in range(1, 17)], clock=None)
+    for _ in range(40):
+        auto.update(2, 0, key=1)
+        auto.update(4, 4, key=3)
+    assert auto.rate_of(1) < 0.1 < 0.9 < auto.rate_of(3) and auto.rate == 0.6  # the unkeyed prior untouched
+    assert auto.length(8, key=1) == 0 and auto.length(8, key=3) >= 4
 
 
 def test_measured_curve_is_cached_on_the_adapter_and_on_disk(tmp_path, monkeypatch, tiny_dirs):

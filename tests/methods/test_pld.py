@@ -4,7 +4,7 @@ import torch
 import decodelab
 from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.errors import DecodeLabError
-from decodelab.methods.pld import lookup
+from decodelab.methods.pld import NgramIndex, PLDConfig, lookup
 
 
 def test_lookup_longest_ngram_most_recent_match():
@@ -18,6 +18,27 @@ def test_lookup_longest_ngram_most_recent_match():
 
 def test_lookup_copies_past_the_end_of_a_repetition():
     assert lookup(torch.tensor([7, 1, 2, 1, 2]), 5, 2, 1) == [1, 2, 1, 2, 1]
+
+
+@pytest.mark.parametrize("prefer", ["recent", "first"])
+def test_the_index_finds_what_the_direct_lookup_finds_as_the_context_grows(prefer):
+    """NgramIndex (what the drafter runs, O(max_ngram) a step) against lookup (the direct search over
+    the whole context), on repetitive random contexts grown by 1-5 tokens a step."""
+    gen = torch.Generator().manual_seed(0)
+    for min_n, max_n in ((1, 3), (2, 4), (1, 1)):
+        ctx = torch.randint(0, 6, (3,), generator=gen)
+        index = NgramIndex(PLDConfig(min_ngram=min_n, max_ngram=max_n, prefer=prefer))
+        hits = 0
+        for _ in range(60):
+            index.extend(ctx)
+            match = index.find()
+            got = index.copy(match[1], 5) if match else []
+            assert got == lookup(ctx, 5, max_n, min_n, prefer)
+            hits += bool(match)
+            ctx = torch.cat([ctx, torch.randint(0, 6, (int(torch.randint(1, 6, (), generator=gen)),), generator=gen)])
+        assert hits > 40
+    index.extend(ctx[:4])  # a shorter context starts the index over
+    assert index.ids == ctx[:4].tolist()
 
 
 def test_config_validation():

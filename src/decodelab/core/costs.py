@@ -11,8 +11,13 @@ g = 0 (plain decoding) whenever no draft beats c(1).
 
 a is estimated online: a Beta(PRIOR_ACCEPT, PRIOR_REJECT) prior (a = 0.6, worth 5 positions)
 updated with every verified position (accepted positions count toward a, the first rejected one
-against it). While g = 0 nothing is verified, so every PROBE_EVERY-th step drafts one token to keep
-the estimate current. T(g) is corrected online by the steps' measured time (AutoLength).
+against it), one estimate per key when the drafter knows what kind of draft it holds (prompt
+lookup: the length of the matched n-gram, since a 3-gram match is copied right far more often
+than a 1-gram one). While g = 0 nothing is verified, so a step drafts one token now and then to
+keep the estimate current: after PROBE_EVERY idle steps, the wait doubling after each probe that
+does not bring drafting back (up to PROBE_MAX: a probe costs a draft model its catching up), and
+PROBE_MAX steps when even always-accepted drafts would not pay at the measured costs. T(g)
+is corrected online by the steps' measured time (AutoLength).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import time
 
 PRIOR_ACCEPT, PRIOR_REJECT = 3.0, 2.0
 PROBE_EVERY = 16
+PROBE_MAX = 256
 EMA = 0.2  # weight of the newest step time in a length's average
 FLOOR = 0.25  # corrected step costs stay above this share of the measured curve
 
@@ -48,28 +54,37 @@ class AutoLength:
     committing in Python: about 0.1-0.3 ms on a CPU, as much as a whole llama.cpp forward of a
     small model). So `length` also reads the clock: the time from one call to the next is the
     step just taken, kept per draft length (an exponential average), and the model's error is
-    fitted as a + b g over the lengths seen (least squares; b = 0 while one length is seen) and
-    added to T(g). The clock only steers the choice: nothing measured here is reported.
+    fitted as a + b g over the drafting lengths seen (least squares; b = 0 while one length is
+    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock only steers the choice: nothing measured here is reported.
     clock=None: the curve alone decides."""
 
     def __init__(self, target: list[float], per_token: float = 0.0, clock=time.perf_counter):
         self.target, self.per_token, self.clock = target, per_token, clock
-        self.accepted, self.rejected = PRIOR_ACCEPT, PRIOR_REJECT
-        self.idle = 0  # steps in a row without drafting
+        self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
+        self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
         self._last: tuple[float, int, bool] | None = None  # (clock at the last call, length chosen, first?)
 
+    def rate_of(self, key=None) -> float:
+        """The acceptance rate estimated for drafts of kind `key`."""
+        a, r = self.counts.get(key, (PRIOR_ACCEPT, PRIOR_REJECT))
+        return a / (a + r)
+
     @property
     def rate(self) -> float:
-        return self.accepted / (self.accepted + self.rejected)
+        return self.rate_of(None)
 
     def model(self, g: int) -> float:
         """Predicted seconds of a step drafting g tokens, before correction."""
         return self.target[g + 1] + g * self.per_token
 
-    def correction(self) -> tuple[float, float]:
-        """(a, b): the least-squares line through the seen lengths' errors (observed - model)."""
-        pts = [(g, t - self.model(g)) for g, t in self.seen.items() if g + 1 < len(self.target)]
+    def correction(self, drafting: bool = True) -> tuple[float, float]:
+        """(a, b): the least-squares line through the seen lengths' errors (observed - model), over
+        the drafting lengths (g >= 1; none seen yet: g = 0's error) or over g = 0 alone (a step
+        without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
+        the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
+        every = [(g, t - self.model(g)) for g, t in self.seen.items() if g + 1 < len(self.target)]
+        pts = [(g, e) for g, e in every if (g > 0) == drafting] or (every if drafting else [])
         if not pts:
             return 0.0, 0.0
         mg = sum(g for g, _ in pts) / len(pts)
@@ -78,28 +93,37 @@ class AutoLength:
         b = sum((g - mg) * (e - me) for g, e in pts) / var if var else 0.0
         return me - b * mg, max(b, 0.0)
 
-    def length(self, max_len: int) -> int:
+    def length(self, max_len: int, key=None) -> int:
+        """The draft length for the next step (at most max_len; 0: no draft), for a draft of kind
+        `key`. Call it once per step, max_len 0 included: the time between calls is the step's."""
         now = self.clock() if self.clock is not None else None
         if self._last is not None and now is not None:
             t0, g0, first = self._last
             old = self.seen.get(g0)
             if not first:  # the first step also pays the draft's catching up on the prompt
                 self.seen[g0] = (now - t0) if old is None else old + EMA * ((now - t0) - old)
-        a, b = self.correction()
+        (a0, _), (a, b) = self.correction(False), self.correction(True)
         # corrected costs, never below a quarter of the measured curve (a step faster than its
         # forward is noise, or a quieter machine than at measuring time)
-        costs = [max(c + a + b * (n - 1), FLOOR * c) if n else c for n, c in enumerate(self.target)]
-        g = best_length(self.rate, costs, self.per_token, max_len)
+        costs = [c if n == 0 else max(c + (a0 if n == 1 else a + b * (n - 1)), FLOOR * c)
+                 for n, c in enumerate(self.target)]
+        g = best_length(self.rate_of(key), costs, self.per_token, max_len)
+        idle = self.idle.setdefault(key, [0, PROBE_EVERY])
         if g == 0 and max_len > 0:
-            self.idle += 1
-            if self.idle % PROBE_EVERY == 0:
-                g = 1
-        else:
-            self.idle = 0
+            idle[0] += 1
+            # a probe; the next one waits twice as long. When even drafts that are always accepted
+            # would not pay at the measured costs, no acceptance rate can change the choice: the
+            # probes only re-measure the costs, PROBE_MAX steps apart
+            hopeless = best_length(1.0, costs, self.per_token, max_len) == 0
+            if idle[0] >= (PROBE_MAX if hopeless else idle[1]):
+                g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
+        elif g:
+            idle[0], idle[1] = 0, PROBE_EVERY
         self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None)
         return g
 
-    def update(self, drafted: int, accepted: int) -> None:
+    def update(self, drafted: int, accepted: int, key=None) -> None:
         """A verified step: `accepted` of `drafted` positions, the rest cut at the first rejection."""
-        self.accepted += accepted
-        self.rejected += 1 if accepted < drafted else 0
+        c = self.counts.setdefault(key, [PRIOR_ACCEPT, PRIOR_REJECT])
+        c[0] += accepted
+        c[1] += 1 if accepted < drafted else 0

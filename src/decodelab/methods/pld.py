@@ -5,8 +5,11 @@ Draft = the tokens that followed the most recent earlier occurrence of the conte
 (n from max_ngram down to min_ngram; the first n with a match wins), up to num_tokens tokens,
 as a chain; no match gives an empty draft (a plain greedy step). The speculative loop verifies
 the chain in one target forward. num_tokens = "auto" (the default) sets the draft length before
-each step from the target's measured forward cost curve and the acceptance so far (core/costs.py:
-a lookup draft costs nothing to make), down to no lookup when drafting cannot pay.
+each step from the target's measured forward cost curve (core/costs.py: a lookup draft costs
+nothing to make) and the acceptance so far of drafts copied after a match of that n-gram length,
+down to no draft when drafting cannot pay. The lookup runs on an index of the
+context's n-grams kept up to date as tokens are committed (NgramIndex; `lookup` is the same search
+written directly, over the whole context).
 
 Deviations from transformers' PromptLookupCandidateGenerator: (1) the most recent match, not the
 earliest (the card's reading; `prefer="first"` gives transformers' choice); (2) a match whose
@@ -63,19 +66,69 @@ def lookup(ctx: torch.Tensor, num_tokens: int, max_ngram: int, min_ngram: int, p
     return []
 
 
+class NgramIndex:
+    """Where each n-gram (min_ngram <= n <= max_ngram) of a growing context occurred last (or
+    first): `lookup` kept up to date token by token, so a step costs O(max_ngram), not O(context).
+    The context only grows within a generation (the speculative loop's contract); a shorter one
+    starts the index over."""
+
+    def __init__(self, config: PLDConfig):
+        self.min_n, self.max_n, self.recent = config.min_ngram, config.max_ngram, config.prefer == "recent"
+        self.ids: list[int] = []
+        self.where: dict[int, dict[tuple, int]] = {n: {} for n in range(self.min_n, self.max_n + 1)}
+
+    def extend(self, ctx: torch.Tensor) -> None:
+        """Index the n-grams of ctx that end before its last token (the suffix is never its own match)."""
+        if len(ctx) < len(self.ids):
+            self.ids, self.where = [], {n: {} for n in self.where}
+        start = len(self.ids)
+        self.ids += ctx[start:].tolist()
+        ids = self.ids
+        for end in range(max(start - 1, 0), len(ids) - 1):
+            for n, seen in self.where.items():
+                if end - n + 1 >= 0:
+                    key = tuple(ids[end - n + 1:end + 1])
+                    if self.recent or key not in seen:
+                        seen[key] = end + 1  # where the copy starts: just after the n-gram
+
+    def find(self) -> tuple[int, int] | None:
+        """(n, copy start) for the context's longest recurring suffix n-gram; None without one."""
+        ids, T = self.ids, len(self.ids)
+        for n in range(min(self.max_n, T - 1), self.min_n - 1, -1):
+            src = self.where[n].get(tuple(ids[T - n:]))
+            if src is not None:
+                return n, src
+        return None
+
+    def copy(self, src: int, k: int) -> list[int]:
+        """k tokens copied from src on (a copy that runs into the end of the context copies itself)."""
+        seq, period = self.ids[src:src + k], len(self.ids) - src
+        while len(seq) < k:
+            seq.append(seq[len(seq) - period])
+        return seq
+
+
 class LookupDrafter:
+    """Fixed num_tokens, or auto: the length from AutoLength with one acceptance rate per matched
+    n-gram length (a 3-gram match is copied right more often than a 1-gram one)."""
+
     def __init__(self, config: PLDConfig, auto: AutoLength | None = None):
-        self.config, self.auto = config, auto
+        self.config, self.auto, self.index, self.key = config, auto, NgramIndex(config), None
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        c = self.config
-        n = self.auto.length(max_depth) if self.auto is not None else min(c.num_tokens, max_depth)
-        guess = lookup(ctx, n, c.max_ngram, c.min_ngram, c.prefer) if n else []
+        self.index.extend(ctx)
+        match = self.index.find() if max_depth else None
+        self.key = match[0] if match else None
+        if self.auto is not None:  # called every step, so its clock sees every step
+            k = self.auto.length(max_depth if match else 0, key=self.key)
+        else:
+            k = min(self.config.num_tokens, max_depth) if match else 0
+        guess = self.index.copy(match[1], k) if k else []
         return Draft(TokenTree.chain([int(ctx[-1])] + guess))
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         if self.auto is not None:  # a step that drafted nothing changes nothing
-            self.auto.update(len(draft.tree) - 1, len(path) - 1)
+            self.auto.update(len(draft.tree) - 1, len(path) - 1, key=self.key)
 
 
 @register("pld", family="speculative", config=PLDConfig, lossless="sampling", budget="num_tokens",
