@@ -105,7 +105,7 @@ def test_code_quality_is_agreement_with_llada():
 def test_default_models_and_rows_follow_the_family():
     assert grid.cells_for([], ["tasks:copy", "code-heldout"], diffusion=True) == [
         ("zoo:tasks-mdlm", None, "tasks:copy"), ("zoo:code-mdlm", None, "code-heldout")]
-    assert grid.cells_for([], ["tasks:copy"]) == [("zoo:tasks-ar", None, "tasks:copy")]
+    assert grid.cells_for([], ["tasks:copy"]) == [("zoo:tasks-ar", "zoo:tasks-draft", "tasks:copy")]
     units = grid.plan([("zoo:tasks-ar", None, "tasks:copy")], [parse_row("greedy"), parse_row("llada")], FAST,
                       peers_on=False)
     assert [r.label for r in units[0].rows] == ["greedy"]  # a diffusion row is left out of a causal cell

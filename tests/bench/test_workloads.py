@@ -44,4 +44,4 @@ def test_task_workloads(tok_model_dir):
     assert list(wl.prompts[0]) == model.tokenizer(wl.examples[0].prompt, add_special_tokens=False)["input_ids"]
     every = workloads.build("tasks", model)
     assert {e.task for e in every.examples} == set(tasks.TASKS)
-    assert workloads.default_model("tasks:copy") == ("zoo:tasks-ar", None)
+    assert workloads.default_model("tasks:copy") == ("zoo:tasks-ar", "zoo:tasks-draft")

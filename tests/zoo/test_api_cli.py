@@ -8,7 +8,8 @@ from decodelab.errors import DecodeLabError
 
 
 def test_models_and_unknown_name():
-    assert set(zoo.MODELS) == {"code-target", "code-draft", "code-mdlm", "tasks-ar", "tasks-mdlm", "tasks-mdlm-llama"}
+    assert set(zoo.MODELS) == {"code-target", "code-draft", "code-mdlm", "tasks-ar", "tasks-draft", "tasks-mdlm",
+                               "tasks-mdlm-llama"}
     with pytest.raises(DecodeLabError, match="known models: code-target"):
         zoo.resolve("gpt-5")
     with pytest.raises(DecodeLabError, match="unknown zoo model"):
@@ -56,6 +57,9 @@ def test_cli_list_and_info(capsys):
         (["zoo", "train", "tasks-ar", "--tokens", "lots"], "positive integer"),
         (["zoo", "train", "tasks-ar", "--max-steps", "-3"], "positive integer"),
         (["zoo", "train", "tasks-ar", "--init-from", "/nonexistent/ckpt"], "not a checkpoint directory"),
+        (["zoo", "train", "code-draft", "--stage", "context"], "needs --init-from"),
+        (["zoo", "train", "tasks-ar", "--stage", "context", "--init-from", str(zoo.CHECKPOINTS_DIR / "tasks-ar")],
+         "has no context stage"),
         (["zoo", "train", "tasks-ar", "--seed", "-1"], "seed"),
         (["zoo", "train", "tasks-ar", "--device", "tpu"], "device"),
     ],

@@ -50,7 +50,7 @@ def test_training_is_reproducible(tmp_path):
 @pytest.mark.parametrize("name", zoo.MODELS)
 def test_recipe_20_steps(name, tmp_path):
     out = zoo.train(name, out_dir=tmp_path / name, max_steps=20, progress=False, evaluate=False)
-    _check(out, name, 20)
+    _check(out, name, 20 * len(zoo.RECIPES[name].stages()))  # max_steps caps each stage
 
 
 def test_init_from_continues_an_earlier_checkpoint(tmp_path):
@@ -84,3 +84,59 @@ def test_stratified_t_has_one_rate_per_stratum_and_is_uniform():
     assert abs(float(pooled.mean()) - 0.5) < 0.01 and abs(float((pooled < 0.25).float().mean()) - 0.25) < 0.01
     with pytest.raises(DecodeLabError, match="t_sampler"):
         sample_t(4, gen, "sobol")
+
+
+def _tiny_context_recipe():
+    from decodelab.zoo.recipes import Arch, ContextStage, Recipe
+
+    return Recipe(name="tiny", kind="causal", data="code", arch=Arch(hidden=32, ffn=64, layers=1, heads=2),
+                  seq_len=32, batch_size=2, tokens=128, eval_every=1, eval_windows=2,
+                  context=ContextStage(seq_len=64, batch_size=2, tokens=256, lr=1e-3, eval_every=1, eval_windows=2))
+
+
+def test_a_context_stage_trains_on_longer_windows_and_extends_the_context(tmp_path, monkeypatch):
+    """Recipe.context: a second stage on longer windows (its own budget), the model's context
+    becoming the stage's; --stage main / context run one stage (context from a main checkpoint)."""
+    from decodelab.zoo import batches, training
+
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "heldout"):  # a small stand-in corpus, so no stdlib tokenising here
+        monkeypatch.setitem(batches._CODE_CACHE, split, torch.randint(3, 200, (4096,), generator=gen))
+    r = _tiny_context_recipe()
+
+    def card_of(out):
+        return json.loads((out / "card.json").read_text()), json.loads((out / "config.json").read_text())
+
+    card, config = card_of(training.run(r, out_dir=tmp_path / "all", progress=False, evaluate=False))
+    assert [s["seq_len"] for s in card["stages"]] == [32, 64] and config["max_position_embeddings"] == 64
+    assert [s["tokens_seen"] for s in card["stages"]] == [128, 128 + 256] and card["tokens_seen"] == 384
+    assert card["recipe"]["context"]["seq_len"] == 64 and "heldout_loss_32" in card
+    starts = [json.loads(x) for x in (tmp_path / "all" / "training_log.jsonl").read_text().splitlines()
+              if '"start"' in x]
+    assert [s["seq_len"] for s in starts] == [32, 64]
+
+    main = training.run(r, out_dir=tmp_path / "main", progress=False, evaluate=False, stage="main")
+    card, config = card_of(main)
+    assert [s["seq_len"] for s in card["stages"]] == [32] and config["max_position_embeddings"] == 32
+    card, config = card_of(training.run(r, out_dir=tmp_path / "ctx", progress=False, evaluate=False,
+                                        stage="context", init_from=main))
+    assert [s["seq_len"] for s in card["stages"]] == [64] and config["max_position_embeddings"] == 64
+    assert card["main_stage"]["tokens_seen"] == 128 and "--stage context" in card["command"]
+    assert card["tokens_seen"] == card["stages"][0]["tokens_seen"] == 128 + 256  # counted from the main stage's
+
+
+def test_context_stage_checks():
+    import dataclasses
+
+    from decodelab.errors import DecodeLabError
+    from decodelab.zoo.recipes import ContextStage
+
+    r = _tiny_context_recipe()
+    assert [s.seq_len for s in r.stages()] == [32, 64] and r.max_length == 64
+    assert "context" not in zoo.RECIPES["tasks-ar"].describe()
+    with pytest.raises(DecodeLabError, match="must exceed seq_len"):
+        dataclasses.replace(r, context=ContextStage(seq_len=32, batch_size=2, tokens=8, lr=1e-3))
+    with pytest.raises(DecodeLabError, match="context.lr"):
+        dataclasses.replace(r, context=ContextStage(seq_len=64, batch_size=2, tokens=8, lr=0))
+    with pytest.raises(DecodeLabError, match="causal recipes on code"):
+        dataclasses.replace(zoo.RECIPES["tasks-ar"], context=r.context)

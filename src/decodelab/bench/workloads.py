@@ -154,5 +154,5 @@ def default_model(name: str, diffusion: bool = False) -> tuple[str, str | None]:
     if fam == CODE:
         return ("zoo:code-mdlm", None) if diffusion else ("zoo:code-target", "zoo:code-draft")
     if fam == TASKS:
-        return ("zoo:tasks-mdlm" if diffusion else "zoo:tasks-ar"), None
+        return ("zoo:tasks-mdlm", None) if diffusion else ("zoo:tasks-ar", "zoo:tasks-draft")
     raise DecodeLabError(f"workload '{name}' has no default model; pass --model")

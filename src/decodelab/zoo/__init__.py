@@ -7,7 +7,7 @@ a ``README.md`` model card and ``card.json``.
 
     >>> from decodelab import zoo
     >>> zoo.MODELS
-    ('code-target', 'code-draft', 'code-mdlm', 'tasks-ar', 'tasks-mdlm', 'tasks-mdlm-llama')
+    ('code-target', 'code-draft', 'code-mdlm', 'tasks-ar', 'tasks-draft', 'tasks-mdlm', 'tasks-mdlm-llama')
     >>> path = zoo.resolve("code-target")   # a directory for from_pretrained
 """
 
@@ -99,12 +99,15 @@ def train(
     progress: bool = True,
     evaluate: bool = True,
     init_from: str | Path | None = None,
+    stage: str = "all",
 ) -> Path:
     """Run the recipe of ``name``; returns the checkpoint directory.
 
     ``out_dir`` defaults to ``./zoo-<name>`` (never over the bundled checkpoint unless asked).
     ``tokens`` overrides the recipe's token budget, ``max_steps`` caps the optimiser steps,
     ``init_from`` continues from an earlier checkpoint of the same model (a second stage).
+    ``stage``: "all" (every stage of the recipe), "main" (the main stage only) or "context" (the
+    recipe's longer-context stage only, from ``init_from``: a main-stage checkpoint).
     """
     _check_name(name)
     if name in DERIVED:
@@ -125,10 +128,16 @@ def train(
             raise DecodeLabError("device cuda asked for, but no CUDA device is available here; use --device cpu")
     if init_from is not None and not (Path(init_from) / "config.json").is_file():
         raise DecodeLabError(f"--init-from {init_from}: not a checkpoint directory (no config.json)")
+    if stage not in ("all", "main", "context"):
+        raise DecodeLabError(f"stage must be all, main or context, got {stage!r}")
+    if stage == "context" and (RECIPES[name].context is None or init_from is None):
+        raise DecodeLabError(f"--stage context runs the longer-context stage from a main-stage checkpoint: it needs "
+                             f"--init-from" + ("" if RECIPES[name].context is not None else
+                                                f", and {name}'s recipe has no context stage"))
     from decodelab.zoo import training as _train
 
     out = Path(out_dir) if out_dir is not None else Path.cwd() / f"zoo-{name}"
     return _train.run(
         RECIPES[name], device=device, tokens=tokens, seed=seed, out_dir=out, max_steps=max_steps,
-        progress=progress, evaluate=evaluate, init_from=init_from,
+        progress=progress, evaluate=evaluate, init_from=init_from, stage=stage,
     )

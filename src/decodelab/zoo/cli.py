@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
     from decodelab import zoo
 
     out = zoo.train(args.name, device=args.device, tokens=args.tokens, seed=args.seed, out_dir=args.out,
-                    max_steps=args.max_steps, init_from=args.init_from)
+                    max_steps=args.max_steps, init_from=args.init_from, stage=args.stage)
     print(f"trained {args.name} into {out}")
     return 0
 
@@ -90,5 +90,8 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-steps", dest="max_steps", type=_positive_int, default=None, help="cap optimiser steps")
     p.add_argument("--init-from", dest="init_from", default=None,
                    help="continue from this checkpoint directory (a second training stage; may be --out itself)")
+    p.add_argument("--stage", choices=("all", "main", "context"), default="all",
+                   help="all stages of the recipe (default), the main stage only, or its longer-context stage only "
+                        "(from --init-from, a main-stage checkpoint: code-target and code-draft)")
     p.set_defaults(func=cmd_train)
     return zp

@@ -55,13 +55,15 @@ class RunArgs:
     max_steps: int | None
     init_from: str | Path | None
     threads: str | None  # DECODELAB_NUM_THREADS
+    stage: str = "all"
 
     def command(self, name: str) -> str:
         return ((f"DECODELAB_NUM_THREADS={self.threads} " if self.threads else "")
                 + f"decodelab zoo train {name} --device {self.device} --seed {self.seed} --out {self.out}"
                 + (f" --tokens {self.tokens}" if self.tokens is not None else "")
                 + (f" --max-steps {self.max_steps}" if self.max_steps is not None else "")
-                + (f" --init-from {self.init_from}" if self.init_from is not None else ""))
+                + (f" --init-from {self.init_from}" if self.init_from is not None else "")
+                + (f" --stage {self.stage}" if self.stage != "all" else ""))
 
 
 @dataclass(frozen=True)
@@ -172,13 +174,14 @@ def _should_stop(keeper: BestKeeper, recipe: Recipe, plan: Plan, steps: int, see
 
 
 def train_loop(model, recipe: Recipe, tok, batches, plan: Plan, gen: torch.Generator, keeper: BestKeeper,
-               device: str, stop_file: Path, progress: bool) -> tuple[int, int]:
-    """Optimise ``model`` on ``batches`` until ``plan`` or a stop; returns (steps, tokens seen)."""
+               device: str, stop_file: Path, progress: bool, offset: int = 0) -> tuple[int, int]:
+    """Optimise ``model`` on ``batches`` until ``plan`` or a stop; returns (steps, tokens seen,
+    counted from ``offset``: the tokens of earlier stages)."""
     from tqdm import tqdm
 
     opt = make_optimizer(model, recipe)
     bar = tqdm(range(plan.total_steps), desc=f"zoo train {recipe.name}", disable=not progress, dynamic_ncols=True)
-    steps, seen, ema = 0, 0, None
+    steps, seen, ema = 0, offset, None
     for step in bar:
         lr = lr_at(recipe, step, plan.total_steps)
         r = train_step(model, opt, next(batches), recipe, device, tok.mask_token_id, gen, lr)
@@ -195,9 +198,11 @@ def train_loop(model, recipe: Recipe, tok, batches, plan: Plan, gen: torch.Gener
     return steps, seen
 
 
-def save_checkpoint(model, tok, recipe: Recipe, ckpt: Path, args: RunArgs, facts: dict, train_losses: list[float],
-                    evaluate: bool) -> None:
-    """The fp16 weights, the tokenizer and the card (``facts`` + the measured figures) into ``ckpt``."""
+def save_checkpoint(model, tok, recipe: Recipe, last: Recipe, ckpt: Path, args: RunArgs, facts: dict,
+                    train_losses: list[float], evaluate: bool) -> None:
+    """The fp16 weights, the tokenizer and the card (``facts`` + the measured figures) into ``ckpt``.
+    last: the recipe of the last stage run (its windows are the held-out figures'); with a context
+    stage, the held-out loss on the main stage's shorter windows too (comparable with one-stage cards)."""
     from decodelab.zoo import card as card_mod
     from decodelab.zoo.corpus import python_version
 
@@ -219,7 +224,10 @@ def save_checkpoint(model, tok, recipe: Recipe, ckpt: Path, args: RunArgs, facts
         "recipe": recipe.describe(),
         "command": args.command(recipe.name),
     }
-    card.update(final_figures(recipe, tok, ckpt, train_losses, evaluate=evaluate))
+    card.update(final_figures(last, tok, ckpt, train_losses, evaluate=evaluate))
+    if recipe.context is not None:
+        short = final_figures(recipe, tok, ckpt, [], evaluate=evaluate)
+        card[f"heldout_loss_{recipe.seq_len}"] = short["heldout_loss"]
     card_mod.write_card(ckpt, card)
 
 
@@ -249,35 +257,68 @@ def run(
     progress: bool = True,
     evaluate: bool = True,
     init_from: str | Path | None = None,
+    stage: str = "all",
 ) -> Path:
     """Run ``recipe`` into ``out_dir``; returns it. ``init_from``: start from the weights of an
     earlier checkpoint of the same recipe (a continuation stage; ``out_dir`` itself is fine:
-    it is read before being replaced) instead of a fresh seeded initialisation."""
+    it is read before being replaced) instead of a fresh seeded initialisation.
+
+    ``stage``: "all" runs every stage of the recipe (the main one, then its context stage if it
+    has one), "main" the main stage only, "context" the context stage only (from ``init_from``, a
+    main-stage checkpoint). ``tokens`` and ``max_steps`` apply to each stage run."""
     from decodelab.zoo.tokenizer import load_tokenizer
 
-    args = RunArgs(device, tokens, seed, Path(out_dir), max_steps, init_from, _set_threads())
+    stages = {"all": recipe.stages(), "main": recipe.stages()[:1], "context": recipe.stages()[1:]}[stage]
+    args = RunArgs(device, tokens, seed, Path(out_dir), max_steps, init_from, _set_threads(), stage)
     with staged_dir(args.out) as ckpt:
         gen = _seed_all(seed)
         tok = load_tokenizer()
         model = load_checkpoint(recipe, init_from, device) if init_from is not None else build_model(recipe, tok).to(device)
         model.train()
         n_params = count_params(model)
-        plan = plan_steps(recipe, tokens, max_steps)
-        batches = (CodeBatches(recipe, tok, gen) if recipe.data == "code"
-                   else TaskBatches(recipe, tok, random.Random(f"task-batches:{seed}")))
+        done: list[dict] = []
+        before = _stage_one_card(init_from) if stage == "context" else {}
         with TrainLog(ckpt / "training_log.jsonl") as log:
-            log.emit({"kind": "start", "recipe": recipe.name, "seed": seed, "device": device, "params": n_params,
-                      "init_from": str(init_from) if init_from is not None else None,
-                      "planned_steps": plan.total_steps, "threads": torch.get_num_threads()})
-            keeper = BestKeeper(model, recipe, tok, device, log, evaluate)
-            steps, seen = train_loop(model, recipe, tok, batches, plan, gen, keeper, device,
-                                     args.out / STOP_FILE, progress)
-            keeper.restore()
-            train_time = log.elapsed()
-            log.emit({"kind": "end", "best_step": keeper.step, "best_tokens": keeper.tokens, "tokens_seen": seen,
-                      "best_heldout_loss": keeper.loss, "train_time_s": train_time})
+            for r in stages:  # tokens counted from the main stage's, when it ran before
+                done.append(_run_stage(model, r, tok, gen, args, log, evaluate, progress, n_params,
+                                       done[-1]["tokens_seen"] if done else
+                                       before.get("main_stage", {}).get("tokens_seen", 0)))
         plot_log(log.path, ckpt / "loss.png", f"{recipe.name}: {n_params/1e6:.2f}M params")
-        facts = {"parameters": n_params, "tokens_seen": seen, "tokens_seen_at_best": keeper.tokens, "steps": steps,
-                 "best_step": keeper.step, "train_time_s": train_time}
-        save_checkpoint(model, tok, recipe, ckpt, args, facts, log.train_losses(), evaluate)
+        last = done[-1]
+        facts = {"parameters": n_params, "tokens_seen": last["tokens_seen"],
+                 "tokens_seen_at_best": last["tokens_seen_at_best"], "steps": sum(d["steps"] for d in done),
+                 "best_step": last["best_step"], "train_time_s": last["train_time_s"]}
+        if recipe.context is not None:
+            facts["stages"] = done
+            facts.update(before)
+        save_checkpoint(model, tok, recipe, stages[-1], ckpt, args, facts, log.train_losses(), evaluate)
     return args.out
+
+
+def _run_stage(model, r: Recipe, tok, gen, args: RunArgs, log: TrainLog, evaluate: bool, progress: bool,
+               n_params: int, offset: int) -> dict:
+    """One stage of training (the model's context set to the stage's windows); its figures."""
+    model.config.max_position_embeddings = max(r.seq_len, model.config.max_position_embeddings)
+    plan = plan_steps(r, args.tokens, args.max_steps)
+    batches = CodeBatches(r, tok, gen) if r.data == "code" else TaskBatches(r, tok, random.Random(f"task-batches:{args.seed}"))
+    log.emit({"kind": "start", "recipe": r.name, "seq_len": r.seq_len, "seed": args.seed, "device": args.device,
+              "params": n_params, "init_from": str(args.init_from) if args.init_from is not None else None,
+              "planned_steps": plan.total_steps, "threads": torch.get_num_threads()})
+    keeper = BestKeeper(model, r, tok, args.device, log, evaluate)
+    steps, seen = train_loop(model, r, tok, batches, plan, gen, keeper, args.device, args.out / STOP_FILE,
+                             progress, offset)
+    keeper.restore()
+    train_time = log.elapsed()
+    log.emit({"kind": "end", "best_step": keeper.step, "best_tokens": keeper.tokens, "tokens_seen": seen,
+              "best_heldout_loss": keeper.loss, "train_time_s": train_time})
+    return {"seq_len": r.seq_len, "tokens_seen": seen, "tokens_seen_at_best": keeper.tokens, "steps": steps,
+            "best_step": keeper.step, "best_heldout_loss": round(keeper.loss, 4), "train_time_s": train_time}
+
+
+def _stage_one_card(init_from) -> dict:
+    """A context-stage-only run: the main stage's figures from its checkpoint's card."""
+    from decodelab.zoo.card import read_card
+
+    c = read_card(Path(init_from)) if (Path(init_from) / "card.json").is_file() else {}
+    keys = ("command", "tokens_seen", "train_time_s", "heldout_loss", "best_step")
+    return {"main_stage": {k: c[k] for k in keys if k in c}} if c else {}
