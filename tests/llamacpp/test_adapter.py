@@ -191,7 +191,7 @@ def test_missing_capabilities_are_refused_up_front(zoo_models):
 def test_context_overflow_is_an_error(zoo_models):
     lm = zoo_models[1].fresh()
     with pytest.raises(DecodeLabError, match="exceeds the model's context"):
-        decodelab.generate(lm, [5] * 250, max_new_tokens=10)
+        decodelab.generate(lm, [5] * (lm.max_length - 6), max_new_tokens=10)
     with pytest.raises(DecodeLabError, match="tokens exceed the llama.cpp context"):
         lm.forward(torch.full((lm.max_length + 300,), 5), torch.arange(lm.max_length + 300))
     assert lm.cache_len == 0
