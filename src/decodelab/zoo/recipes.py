@@ -204,6 +204,26 @@ class Recipe:
         return d
 
 
+TASKS_AR = Recipe(
+    name="tasks-ar",
+    kind="causal",
+    data="tasks",
+    arch=Arch(hidden=128, ffn=384, layers=4, heads=4),
+    seq_len=64,
+    batch_size=32,
+    lr=3e-3,
+    weight_decay=0.05,
+    warmup=100,
+    tokens=2_400_000,
+    eval_every=250,
+    tasks=TASKS,
+    # the harder tasks are sampled more often
+    task_weights=(1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 6),
+    est_tokens_per_example=21,
+    log_every=20,
+    description="Llama causal LM on the task suites (loss on the answer tokens).",
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -252,44 +272,12 @@ RECIPES: dict[str, Recipe] = {
             patience=4,
             description="ModernBERT-architecture (RoPE, bidirectional) masked diffusion LM (MDLM/LLaDA objective) on the stdlib train split.",
         ),
-        Recipe(
-            name="tasks-ar",
-            kind="causal",
-            data="tasks",
-            arch=Arch(hidden=128, ffn=384, layers=4, heads=4),
-            seq_len=64,
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=0.05,
-            warmup=100,
-            tokens=2_400_000,
-            eval_every=250,
-            tasks=TASKS,
-            # the harder tasks are sampled more often
-            task_weights=(1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 6),
-            est_tokens_per_example=21,
-            log_every=20,
-            description="Llama causal LM on the task suites (loss on the answer tokens).",
-        ),
-        Recipe(
-            name="tasks-draft",
-            kind="causal",
-            data="tasks",
-            arch=Arch(hidden=64, ffn=176, layers=2, heads=2),
-            seq_len=64,
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=0.05,
-            warmup=100,
-            tokens=2_400_000,
-            eval_every=250,
-            tasks=TASKS,
-            task_weights=(1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 6),
-            est_tokens_per_example=21,
-            log_every=20,
-            description="Llama causal LM on the task suites, code-draft's shape (about 4x fewer parameters than "
-                        "tasks-ar), same tokenizer; tasks-ar's draft (speculative decoding, entropy-adaptive decoding).",
-        ),
+        TASKS_AR,
+        # the same data and schedule in code-draft's shape: tasks-ar's draft
+        replace(TASKS_AR, name="tasks-draft", arch=Arch(hidden=64, ffn=176, layers=2, heads=2),
+                description="Llama causal LM on the task suites, code-draft's shape (about 4x fewer parameters "
+                            "than tasks-ar), same tokenizer; tasks-ar's draft (speculative decoding, "
+                            "entropy-adaptive decoding)."),
         Recipe(
             name="tasks-mdlm",
             kind="mdlm",
