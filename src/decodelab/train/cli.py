@@ -25,12 +25,15 @@ import json
 THREADS_HELP = "torch CPU threads (1 is often much faster on a busy machine)"
 
 
-def recipe_arguments(parser, recipe_cls) -> None:
-    """--threads and one --option per field of the recipe dataclass, with its default."""
+def recipe_arguments(parser, recipe_cls, skip: tuple[str, ...] = ()) -> None:
+    """--threads and one --option per field of the recipe dataclass, with its default (not for the
+    fields in `skip`, whose options the recipe's command adds itself)."""
     parser.add_argument("--threads", type=int, help=THREADS_HELP)
     import argparse
 
     for f in dataclasses.fields(recipe_cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):  # type=bool would read "False" as True
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,

@@ -11,7 +11,8 @@ is fed as a real token again). At inference (methods/lud.py) the model forwards
 [last token, k - 1 placeholders] and emits the k predictions up to the first unconfident one.
 
 Here: units are found by the model being fine-tuned (`--target`, the paper's "the model itself")
-on `windows` windows of `seq_len` tokens of the zoo code corpus's TRAIN split; runs longer than
+on `windows` windows of `seq_len` tokens of the zoo code corpus's TRAIN split (code data; task data
+below); runs longer than
 `lookahead` are cut into units of at most `lookahead` tokens (a step predicts at most that many).
 The placeholder is the tokenizer's pad token (`<|pad|>` in the zoo tokenizer, id 1), which never
 occurs in the corpus. The copy is fine-tuned on the reconfigured windows (AdamW, linear warm-up
@@ -28,6 +29,16 @@ checked from the text available here), but the bundled zoo:code-target-lud is tr
 leaves 1.5% of them inside units (of two tokens or more) and nothing to decode in parallel; at 0.6
 it is about 11% (train split). Units are found once by the base model, not re-found as the model
 changes. Budget for one CPU thread: 3200 windows of 128 tokens, one epoch (about 5 minutes).
+
+Task data (`--data tasks`, the default for zoo:tasks-ar; train/taskdata.py): `windows` train-split
+task examples drawn with the task recipe's weights (prompt + answer + end-of-text), and
+`heldout_windows` test-split examples spread evenly over the tasks for the figures. Units are found
+on the answer tokens only (the prompt is random list items: nothing there is for the model to
+decode), and the loss is on the answer tokens only, as zoo:tasks-ar was trained. Rows are
+right-padded with the pad token, which is also the placeholder: padding is kept out of everything
+by masks, not by its id (the unit scope and the labels are the answer mask, the attention mask
+marks it; padding only follows a row's last real token, which a causal model never reads), so a
+placeholder inside a unit is an attended input and a pad after the answer is ignored.
 """
 from __future__ import annotations
 
@@ -43,6 +54,9 @@ from pathlib import Path
 import torch
 
 from ..errors import DecodeLabError
+from .taskdata import TaskRows, check_data
+
+BUNDLED = ("zoo:code-target", "zoo:tasks-ar")  # targets whose LUD model is a bundled zoo checkpoint (<name>-lud)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +70,11 @@ class LUDRecipe:
     warmup: int = 50
     batch_size: int = 16
     seed: int = 0
-    heldout_windows: int = 64  # held-out windows for the figures
+    heldout_windows: int = 64  # held-out windows for the figures (tasks: test examples, split evenly over tasks)
+    data: str = "code"  # code windows or task examples (train/taskdata.py); the CLI's default follows the target
 
     def __post_init__(self):
+        check_data(self.data)
         if min(self.windows, self.seq_len, self.epochs, self.batch_size, self.heldout_windows) < 1 or self.warmup < 0:
             raise DecodeLabError("lud recipe: counts must be positive (warmup >= 0)")
         if not 2 <= self.lookahead <= 64:
@@ -98,61 +114,88 @@ def reconfigure(window: torch.Tensor, units: list[tuple[int, int]], placeholder:
     return out
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Training or held-out rows: ids [N, T]; labels [N, T] (the ids, -100 where no loss);
+    attention [N, T] or None (every token real); scope [N, T]: where units may lie (code: every
+    token; tasks: the answer tokens, so never the prompt nor the padding)."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    scope: torch.Tensor
+    attention: torch.Tensor | None = None
+
+    @classmethod
+    def of_windows(cls, windows: torch.Tensor) -> "Rows":
+        return cls(windows, windows, torch.ones_like(windows, dtype=torch.bool))
+
+    @classmethod
+    def of_tasks(cls, rows: TaskRows) -> "Rows":
+        return cls(rows.ids, rows.labels(), rows.answer, rows.attention)
+
+    def batches(self, inputs: torch.Tensor, size: int):
+        """(index slice, inputs, labels, attention) per batch of `size` rows."""
+        for i in range(0, len(self.ids), size):
+            sl = slice(i, i + size)
+            yield sl, inputs[sl], self.labels[sl], None if self.attention is None else self.attention[sl]
+
+
 @torch.no_grad()
-def confidences(model, windows: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """p(x_t | x_<t) teacher-forced, [N, T] (column 0 is 0: nothing predicts the first token)."""
-    out = torch.zeros(windows.shape, dtype=torch.float32)
-    for i in range(0, len(windows), batch):
-        x = windows[i:i + batch]
-        logp = torch.log_softmax(model(input_ids=x).logits.float(), dim=-1)  # [B, T, V]
-        out[i:i + batch, 1:] = logp[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1).exp()
-    return out
+def confidences(model, rows: Rows, batch: int = 32) -> torch.Tensor:
+    """p(x_t | x_<t) teacher-forced, [N, T]; 0 outside the rows' scope (column 0 is always 0:
+    nothing predicts the first token)."""
+    out = torch.zeros(rows.ids.shape, dtype=torch.float32)
+    for sl, x, _, att in rows.batches(rows.ids, batch):
+        logp = torch.log_softmax(model(input_ids=x, attention_mask=att).logits.float(), dim=-1)  # [B, T, V]
+        out[sl, 1:] = logp[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1).exp()
+    return out * rows.scope
 
 
-def build(model, windows: torch.Tensor, recipe: LUDRecipe, placeholder: int):
-    """Units found by `model` and the reconfigured inputs: (inputs [N, T], units per window)."""
-    conf = confidences(model, windows)
+def build(model, rows: Rows, recipe: LUDRecipe, placeholder: int):
+    """Units found by `model` (inside the rows' scope) and the reconfigured inputs: (inputs [N, T],
+    units per row)."""
+    conf = confidences(model, rows)
     units = [find_units(c, recipe.alpha, recipe.lookahead) for c in conf]
-    inputs = torch.stack([reconfigure(w, u, placeholder) for w, u in zip(windows, units)])
+    inputs = torch.stack([reconfigure(w, u, placeholder) for w, u in zip(rows.ids, units)])
     return inputs, units
 
 
-def unit_figures(model, inputs: torch.Tensor, windows: torch.Tensor, units: list, lookahead: int) -> dict:
-    """Unit length distribution, share of tokens in units, and the model's greedy accuracy at each
-    position of a unit (1 = the unit's first token, from the real context)."""
+@torch.no_grad()
+def unit_figures(model, inputs: torch.Tensor, rows: Rows, units: list, lookahead: int) -> dict:
+    """Unit length distribution, share of the scope's tokens in units, and the model's greedy
+    accuracy at each position of a unit (1 = the unit's first token, from the real context)."""
     hits, seen = [0] * lookahead, [0] * lookahead
-    with torch.no_grad():
-        for i in range(0, len(inputs), 32):
-            pred = model(input_ids=inputs[i:i + 32]).logits.argmax(-1)  # [B, T]
-            for b, us in enumerate(units[i:i + 32]):
-                for s, n in us:
-                    for j in range(n):  # the prediction of x_{s+j} is read at position s+j-1
-                        seen[j] += 1
-                        hits[j] += int(pred[b, s + j - 1] == windows[i + b, s + j])
+    for sl, x, _, att in rows.batches(inputs, 32):
+        pred = model(input_ids=x, attention_mask=att).logits.argmax(-1)  # [B, T]
+        for b, us in enumerate(units[sl]):
+            for s, n in us:
+                for j in range(n):  # the prediction of x_{s+j} is read at position s+j-1
+                    seen[j] += 1
+                    hits[j] += int(pred[b, s + j - 1] == rows.ids[sl][b, s + j])
     lengths = Counter(n for us in units for _, n in us)
     total = sum(lengths.values())
-    return {"units": total, "tokens_in_units": round(sum(k * v for k, v in lengths.items()) / windows.numel(), 4),
+    return {"units": total, "tokens_in_units": round(sum(k * v for k, v in lengths.items()) / int(rows.scope.sum()), 4),
             "length_share": {str(k): round(v / max(1, total), 4) for k, v in sorted(lengths.items())},
             "mean_length": round(sum(k * v for k, v in lengths.items()) / max(1, total), 3),
             "position_accuracy": [round(h / s, 4) if s else None for h, s in zip(hits, seen)],
             "position_count": seen}
 
 
-def lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor, batch: int = 32) -> float:
-    """Mean next-token cross-entropy of labels given inputs (nats/token)."""
+@torch.no_grad()
+def lm_loss(model, inputs: torch.Tensor, rows: Rows, batch: int = 32) -> float:
+    """Mean next-token cross-entropy of the rows' labels given `inputs` (nats per labelled token)."""
     was, total, n = model.training, 0.0, 0
     model.eval()
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch):
-            x, y = inputs[i:i + batch], labels[i:i + batch]
-            total += model(input_ids=x, labels=y).loss.item() * len(x)
-            n += len(x)
+    for _, x, y, att in rows.batches(inputs, batch):
+        logits = model(input_ids=x, attention_mask=att).logits.float()[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y[:, 1:], reduction="sum", ignore_index=-100)
+        total, n = total + float(nll), n + int((y[:, 1:] != -100).sum())
     model.train(was)
     return total / n
 
 
-def fit(model, inputs, labels, held_in, held_lab, recipe: LUDRecipe, log, progress=True) -> None:
-    """Fine-tune `model` in place on (inputs, labels) [N, T]; log(row) once per epoch."""
+def fit(model, inputs, rows: Rows, held_in, held: Rows, recipe: LUDRecipe, log, progress=True) -> None:
+    """Fine-tune `model` in place on (inputs, rows' labels) [N, T]; log(row) once per epoch."""
     from tqdm import tqdm
 
     from .hyperfit import lr_factor
@@ -169,7 +212,8 @@ def fit(model, inputs, labels, held_in, held_lab, recipe: LUDRecipe, log, progre
         total = 0.0
         for j in range(0, len(inputs), recipe.batch_size):
             idx = order[j:j + recipe.batch_size]
-            loss = model(input_ids=inputs[idx], labels=labels[idx]).loss
+            att = None if rows.attention is None else rows.attention[idx]
+            loss = model(input_ids=inputs[idx], labels=rows.labels[idx], attention_mask=att).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -178,7 +222,7 @@ def fit(model, inputs, labels, held_in, held_lab, recipe: LUDRecipe, log, progre
             bar.update(1)
             bar.set_postfix(loss=round(loss.item(), 3))
         row = {"epoch": epoch + 1, "train_loss": round(total / len(inputs), 4),
-               "heldout_loss": round(lm_loss(model, held_in, held_lab), 4), "time_s": round(time.time() - t0, 1)}
+               "heldout_loss": round(lm_loss(model, held_in, held), 4), "time_s": round(time.time() - t0, 1)}
         log(row)
     bar.close()
     model.eval()
@@ -190,66 +234,88 @@ def placeholder_id(tok) -> int:
     return int(tok.pad_token_id)
 
 
+def load_rows(target: str, tok, recipe: LUDRecipe, max_len: int | None, windows: torch.Tensor | None):
+    """(train rows, held-out figure rows, held-out rows of the whole context) for the recipe's data."""
+    if recipe.data == "tasks":
+        from ..zoo import tasks
+        from .taskdata import task_recipe, task_rows
+
+        per_task = math.ceil(recipe.heldout_windows / len(task_recipe(target).tasks or tasks.TASKS))
+        train = Rows.of_tasks(task_rows(tok, "train", recipe.windows, recipe.seed, target))
+        held = Rows.of_tasks(task_rows(tok, "test", per_task, recipe.seed, target, per_task=True))
+        return train, held, held
+    from ..zoo.batches import code_windows
+    from .hyperfit import training_windows
+
+    if windows is None:
+        windows = training_windows(tok, _as_hyperfit(recipe), max_len or recipe.seq_len)
+    heldout = code_windows("heldout", tok, recipe.seq_len, recipe.heldout_windows)
+    full = code_windows("heldout", tok, max_len or 256, recipe.heldout_windows)  # the whole context
+    return Rows.of_windows(windows), Rows.of_windows(heldout), Rows.of_windows(full)
+
+
 def run(target: str, out: str | Path, recipe: LUDRecipe, progress: bool = True, command: str = "",
         windows: torch.Tensor | None = None) -> Path:
     """Fine-tune zoo model or directory `target` for LUD and write the checkpoint to `out` (whole or
-    not at all). windows: the training windows [N, T] (default: `recipe.windows` windows of
-    `recipe.seq_len` tokens drawn from the train split)."""
+    not at all). windows (code data): the training windows [N, T] (default: `recipe.windows`
+    windows of `recipe.seq_len` tokens drawn from the train split)."""
     from .. import api
-    from ..zoo.batches import code_windows
     from ..zoo.staging import check_replaceable, staged_dir
     from ..zoo.trainlog import TrainLog
     from .curves import epoch_loss_plot
-    from .hyperfit import _base_card, training_windows
 
     out = Path(out)
     check_replaceable(out)
     base_lm = api.load(target)
     tok = base_lm.tokenizer
     pad = placeholder_id(tok)
-    if windows is None:
-        windows = training_windows(tok, _as_hyperfit(recipe), base_lm.max_length or recipe.seq_len)
-    heldout = code_windows("heldout", tok, recipe.seq_len, recipe.heldout_windows)
-    full = code_windows("heldout", tok, base_lm.max_length or 256, recipe.heldout_windows)  # the whole context
+    rows, held, full = load_rows(target, tok, recipe, base_lm.max_length, windows)
     base = base_lm.model
-    inputs, units = build(base, windows, recipe, pad)
-    held_in, held_units = build(base, heldout, recipe, pad)
+    inputs, units = build(base, rows, recipe, pad)
+    held_in, held_units = build(base, held, recipe, pad)
     model = copy.deepcopy(base)
     torch.manual_seed(recipe.seed)
     with staged_dir(out) as tmp, TrainLog(tmp / "training_log.jsonl") as log:
-        log.emit({"epoch": 0, "train_loss": round(lm_loss(model, inputs, windows), 4),
-                  "heldout_loss": round(lm_loss(model, held_in, heldout), 4), "time_s": 0.0})
-        fit(model, inputs, windows, held_in, heldout, recipe, log.emit, progress)
+        log.emit({"epoch": 0, "train_loss": round(lm_loss(model, inputs, rows), 4),
+                  "heldout_loss": round(lm_loss(model, held_in, held), 4), "time_s": 0.0})
+        fit(model, inputs, rows, held_in, held, recipe, log.emit, progress)
         model.config.lud = {"placeholder_id": pad, "lookahead": recipe.lookahead, "alpha": recipe.alpha}
         model.to(torch.float16).save_pretrained(tmp)
         tok.save_pretrained(tmp)
         model.to(torch.float32)
+        what = "answers of task examples" if recipe.data == "tasks" else "windows"
         epoch_loss_plot(log.rows, tmp / "loss.png", f"lud {target}", "loss (nats/token)",
-                        "train (reconfigured windows)")
+                        f"train (reconfigured {what})")
         tuned = api.load(str(tmp)).model  # the saved fp16 weights, run in float32
-        card = {"name": out.name, "base": target, "kind": "causal", "architecture": type(model).__name__,
-                "auto_class": "AutoModelForCausalLM", "dtype": "float16", "command": command,
-                "recipe": {"description": "Lexical Unit Decoding (arXiv 2405.15208): the base fine-tuned to predict "
-                                          "a lexical unit per step from placeholder tokens; decode it with the "
-                                          "lud method, or draft with it (lud_lossless).",
-                           **dataclasses.asdict(recipe)},
-                "placeholder": {"id": pad, "token": tok.convert_ids_to_tokens(pad)},
-                "parameters": sum(p.numel() for p in model.parameters()), "epochs": recipe.epochs,
-                "train_units": sum(len(u) for u in units),
-                "train_tokens_in_units": round(sum(n for us in units for _, n in us) / windows.numel(), 4),
-                "train_loss_first_epoch": log.rows[1]["train_loss"], "train_loss_final": log.rows[-1]["train_loss"],
-                "train_time_s": log.elapsed(),
-                "heldout_reconfigured_loss": {"base": log.rows[0]["heldout_loss"], "lud": log.rows[-1]["heldout_loss"]},
-                "heldout_loss": round(lm_loss(tuned, full, full, 8), 4),
-                "base_heldout_loss": round(lm_loss(base, full, full, 8), 4),
-                "heldout_plain_loss": {"base": round(lm_loss(base, heldout, heldout), 4),
-                                       "lud": round(lm_loss(tuned, heldout, heldout), 4)},
-                "heldout_units": {"base": unit_figures(base, held_in, heldout, held_units, recipe.lookahead),
-                                  "lud": unit_figures(tuned, held_in, heldout, held_units, recipe.lookahead)},
-                "base_card_heldout_loss": _base_card(target).get("heldout_loss"), "torch": torch.__version__}
+        figures = {"train_units": sum(len(u) for u in units),
+                   "train_tokens_in_units": round(sum(n for us in units for _, n in us) / int(rows.scope.sum()), 4),
+                   "heldout_loss": round(lm_loss(tuned, full.ids, full, 8), 4),
+                   "base_heldout_loss": round(lm_loss(base, full.ids, full, 8), 4),
+                   "heldout_plain_loss": {"base": round(lm_loss(base, held.ids, held), 4),
+                                          "lud": round(lm_loss(tuned, held.ids, held), 4)},
+                   "heldout_units": {"base": unit_figures(base, held_in, held, held_units, recipe.lookahead),
+                                     "lud": unit_figures(tuned, held_in, held, held_units, recipe.lookahead)}}
+        card = _card(target, out, recipe, model, tok, pad, command, log, figures)
         (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(readme(card))
     return out
+
+
+def _card(target, out: Path, recipe: LUDRecipe, model, tok, pad: int, command: str, log, figures: dict) -> dict:
+    from .hyperfit import _base_card
+
+    return {"name": out.name, "base": target, "kind": "causal", "architecture": type(model).__name__,
+            "auto_class": "AutoModelForCausalLM", "dtype": "float16", "command": command,
+            "recipe": {"description": "Lexical Unit Decoding (arXiv 2405.15208): the base fine-tuned to predict "
+                                      "a lexical unit per step from placeholder tokens; decode it with the "
+                                      "lud method, or draft with it (lud_lossless).",
+                       **dataclasses.asdict(recipe)},
+            "placeholder": {"id": pad, "token": tok.convert_ids_to_tokens(pad)},
+            "parameters": sum(p.numel() for p in model.parameters()), "epochs": recipe.epochs,
+            "train_loss_first_epoch": log.rows[1]["train_loss"], "train_loss_final": log.rows[-1]["train_loss"],
+            "train_time_s": log.elapsed(),
+            "heldout_reconfigured_loss": {"base": log.rows[0]["heldout_loss"], "lud": log.rows[-1]["heldout_loss"]},
+            **figures, "base_card_heldout_loss": _base_card(target).get("heldout_loss"), "torch": torch.__version__}
 
 
 def _as_hyperfit(recipe: LUDRecipe):
@@ -260,48 +326,60 @@ def _as_hyperfit(recipe: LUDRecipe):
 
 
 def readme(card: dict) -> str:
-    u, lud = card["heldout_units"]["base"], card["heldout_units"]["lud"]
-    lines = [f"# zoo:{card['name']}", "", card["recipe"]["description"], "",
-             f"- base: `{card['base']}`; placeholder `{card['placeholder']['token']}` (id {card['placeholder']['id']}); "
-             f"units: alpha {card['recipe']['alpha']}, at most {card['recipe']['lookahead']} tokens",
+    u, lud, r = card["heldout_units"]["base"], card["heldout_units"]["lud"], card["recipe"]
+    tasks = r.get("data") == "tasks"
+    held = (f"held-out (test-split task examples, {r['heldout_windows']} spread over the tasks; units and losses on "
+            "the answer tokens only)" if tasks else "held-out")
+    loss = (f"- {held} loss {card['heldout_loss']} nats/token (base {card['base_heldout_loss']})" if tasks else
+            f"- held-out loss {card['heldout_loss']} nats/token (base {card['base_heldout_loss']}) on "
+            f"{r['heldout_windows']} held-out windows of the whole context; on the {r['heldout_windows']} figure "
+            f"windows: base {card['heldout_plain_loss']['base']}, lud {card['heldout_plain_loss']['lud']}")
+    lines = [f"# zoo:{card['name']}", "", r["description"], "",
+             f"- base: `{card['base']}`; data: {r.get('data', 'code')}; placeholder `{card['placeholder']['token']}` "
+             f"(id {card['placeholder']['id']}); units: alpha {r['alpha']}, at most {r['lookahead']} tokens",
              f"- {card['architecture']}, {card['parameters']:,} parameters, fp16 safetensors",
-             f"- held-out: {u['tokens_in_units']:.1%} of tokens in units, mean unit length {u['mean_length']}, "
+             f"- {held}: {u['tokens_in_units']:.1%} of tokens in units, mean unit length {u['mean_length']}, "
              f"lengths {u['length_share']}",
              f"- held-out accuracy by position in a unit: base {u['position_accuracy']}, lud {lud['position_accuracy']}",
-             f"- held-out loss {card['heldout_loss']} nats/token (base {card['base_heldout_loss']}) on "
-             f"{card['recipe']['heldout_windows']} held-out windows of the whole context; on the {card['recipe']['heldout_windows']} figure windows: base "
-             f"{card['heldout_plain_loss']['base']}, lud {card['heldout_plain_loss']['lud']}; reconfigured: base "
-             f"{card['heldout_reconfigured_loss']['base']}, lud {card['heldout_reconfigured_loss']['lud']}",
+             f"{loss}; reconfigured: base {card['heldout_reconfigured_loss']['base']}, "
+             f"lud {card['heldout_reconfigured_loss']['lud']}",
              f"- train time {card['train_time_s']} s; command: `{card['command']}`", "",
-             "## Recipe", "", "```json", json.dumps(card["recipe"], indent=2, sort_keys=True), "```", "",
+             "## Recipe", "", "```json", json.dumps(r, indent=2, sort_keys=True), "```", "",
              "Curves: `loss.png`; per-epoch log: `training_log.jsonl`.", ""]
     return "\n".join(lines)
 
 
 def add_command(sub) -> None:
     from .cli import recipe_arguments
+    from .taskdata import add_data_argument
 
     p = sub.add_parser("lud", help="fine-tune a causal LM for Lexical Unit Decoding (arXiv 2405.15208)")
     p.add_argument("--target", default="zoo:code-target", help="model to fine-tune (directory or zoo:NAME)")
-    p.add_argument("--out", help="output directory (default: the bundled zoo/checkpoints/code-target-lud for "
-                                 "zoo:code-target, else ./<target name>-lud)")
-    recipe_arguments(p, LUDRecipe)
+    p.add_argument("--out", help="output directory (default: the bundled zoo/checkpoints/<name>-lud for "
+                                 f"{' and '.join(BUNDLED)}, else ./<target name>-lud)")
+    add_data_argument(p)
+    recipe_arguments(p, LUDRecipe, skip=("data",))
     p.set_defaults(func=cmd_lud)
 
 
-def cmd_lud(args) -> int:
-    from .cli import command_line, default_head_name, recipe_from
+def default_out(target: str) -> Path:
+    """The bundled checkpoint for the zoo models that have one (BUNDLED), else ./<target name>-lud."""
+    from .cli import default_head_name
 
-    recipe = recipe_from(args, LUDRecipe)
-    if args.out:
-        out = args.out
-    elif args.target == "zoo:code-target":
+    if target in BUNDLED:
         from ..zoo import CHECKPOINTS_DIR
 
-        out = str(CHECKPOINTS_DIR / "code-target-lud")
-    else:
-        out = str(Path.cwd() / f"{default_head_name(args.target)}-lud")
-    path = run(args.target, out, recipe, command=command_line())
+        return CHECKPOINTS_DIR / f"{target[4:]}-lud"
+    return Path.cwd() / f"{default_head_name(target)}-lud"
+
+
+def cmd_lud(args) -> int:
+    from .cli import command_line, recipe_from
+    from .taskdata import resolve_data
+
+    resolve_data(args)
+    recipe = recipe_from(args, LUDRecipe)
+    path = run(args.target, args.out or str(default_out(args.target)), recipe, command=command_line())
     card = json.loads((Path(path) / "card.json").read_text())
     print(json.dumps({"out": str(path), "train_loss_final": card["train_loss_final"],
                       "heldout_units": card["heldout_units"], "heldout_plain_loss": card["heldout_plain_loss"]},
