@@ -8,7 +8,7 @@ Units for LLMs" (LREC-COLING 2024, arXiv 2405.15208); reported +33% speed on tex
 Notation: k = lookahead (tokens predicted per step), beta = `threshold`, the LUD model = a copy of
 the target fine-tuned by `decodelab train lud` on data where the inner tokens of each lexical unit
 (a span the target predicts with p >= alpha) are replaced by a placeholder (train/lud.py). It is
-passed as the `draft` model (zoo:code-target-lud for zoo:code-target).
+passed as the `draft` model (zoo:code-target-lud for zoo:code-target, zoo:tasks-ar-lud for zoo:tasks-ar).
 
 Each step the LUD model forwards [the committed tokens its cache lacks (at least the last one),
 k - 1 placeholders] and predicts k tokens y_1 .. y_k (y_1 from the real context, y_j from the

@@ -330,7 +330,8 @@ def readme(card: dict) -> str:
     tasks = r.get("data") == "tasks"
     held = (f"held-out (test-split task examples, {r['heldout_windows']} spread over the tasks; units and losses on "
             "the answer tokens only)" if tasks else "held-out")
-    loss = (f"- {held} loss {card['heldout_loss']} nats/token (base {card['base_heldout_loss']})" if tasks else
+    loss = (f"- held-out loss on the answers {card['heldout_loss']} nats/token (base {card['base_heldout_loss']})"
+            if tasks else
             f"- held-out loss {card['heldout_loss']} nats/token (base {card['base_heldout_loss']}) on "
             f"{r['heldout_windows']} held-out windows of the whole context; on the {r['heldout_windows']} figure "
             f"windows: base {card['heldout_plain_loss']['base']}, lud {card['heldout_plain_loss']['lud']}")

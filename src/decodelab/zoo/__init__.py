@@ -21,7 +21,9 @@ from decodelab.zoo.recipes import MODELS, RECIPES
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 # checkpoints made from another zoo model by a `decodelab train` recipe (not by `zoo train`): the command
 DERIVED: dict[str, str] = {"code-target-hyperfit": "decodelab train hyperfit --base zoo:code-target",
-                           "code-target-lud": "decodelab train lud --target zoo:code-target --alpha 0.6"}
+                           "code-target-lud": "decodelab train lud --target zoo:code-target --alpha 0.6",
+                           "tasks-ar-lud": "decodelab train lud --target zoo:tasks-ar --lookahead 8 --windows 8000 "
+                                           "--epochs 2 --heldout-windows 220"}
 
 __all__ = ["MODELS", "DERIVED", "RECIPES", "CHECKPOINTS_DIR", "resolve", "list_models", "info", "train"]
 
@@ -53,8 +55,9 @@ def info(name: str) -> dict:
     _check_name(name)
     path = CHECKPOINTS_DIR / name
     card = read_card(path) if _is_checkpoint(path) else {}
-    if name in DERIVED:  # its card holds what a recipe would
-        kind, data, description = card.get("kind", "causal"), "code", card.get("recipe", {}).get("description", "")
+    if name in DERIVED:  # its card holds what a recipe would (data: the recipe's, code before it had one)
+        recipe = card.get("recipe", {})
+        kind, data, description = card.get("kind", "causal"), recipe.get("data", "code"), recipe.get("description", "")
     else:
         kind, data, description = RECIPES[name].kind, RECIPES[name].data, RECIPES[name].description
     out = {
