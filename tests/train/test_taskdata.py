@@ -45,7 +45,8 @@ def test_rows_are_prompt_answer_end_of_text_then_padding(rows, tasks_ar):
     for i in range(len(rows)):
         assert tok.decode(rows.ids[i, :k[i, 0]]).endswith("=>")  # the prompt ends where the answer starts
         assert int(rows.ids[i, n[i, 0] - 1]) == tok.eos_token_id
-    assert torch.equal(rows.labels()[rows.answer], rows.ids[rows.answer]) and (rows.labels()[~rows.answer] == -100).all()
+    labels = rows.labels()
+    assert torch.equal(labels[rows.answer], rows.ids[rows.answer]) and (labels[~rows.answer] == -100).all()
     held = task_rows(tok, "test", 2, seed=0, per_task=True)
     assert held.tasks == tuple(t for t in TASKS for _ in range(2)) and len(held) == 2 * len(TASKS)
 
@@ -155,3 +156,20 @@ def test_first_recipe_end_to_end_on_task_data(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["recipe"]["data"] == "tasks" and card["steps"] == 2 and card["heldout_windows"] == len(TASKS)
     assert sum(card["heldout"]["skip_sets"].values()) == len(TASKS)
+
+
+def test_the_bundled_task_parts_are_found_from_the_target(tasks_ar):
+    from decodelab import zoo
+    from decodelab.methods.first import FiRSTConfig, load_routers, resolve_routers
+
+    got = resolve_routers(FiRSTConfig(), tasks_ar)  # routers='auto'
+    want, cfg = load_routers("tasks-ar-first-0.01")
+    assert torch.equal(got.weight, want.weight) and cfg["model"] == "zoo:tasks-ar"
+    code = resolve_routers(FiRSTConfig(), decodelab.load("zoo:code-target"))
+    assert torch.equal(code.weight, load_routers("code-target-first-2")[0].weight)
+    info = zoo.info("tasks-ar-lud")
+    assert info["bundled"] and info["data"] == "tasks" and zoo.info("code-target-lud")["data"] == "code"
+    lud = decodelab.load("zoo:tasks-ar-lud")
+    assert lud.model.config.lud["placeholder_id"] == tasks_ar.tokenizer.pad_token_id
+    out = decodelab.generate(tasks_ar, "copy: Ann, Bob, Cid =>", "lud", draft=lud, max_new_tokens=12)
+    assert out.text.startswith(" Ann, Bob, Cid\n") and max(out.stats.committed) >= 3  # units of several tokens

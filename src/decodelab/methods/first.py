@@ -30,7 +30,10 @@ mean of its per-token gates; (2) no LoRA adapters (the paper's optional fine-tun
 itself): the model stays frozen, only the routers train; (3) the whole prompt runs every layer,
 the last prompt token included, so the first generated token is the base model's; (4) `skip`
 overrides the routers (tests and ablations); (5) untrained routers ('init') start at
-g = sigmoid(3) = 0.95, keeping every layer, as the recipe's initialisation does.
+g = sigmoid(3) = 0.95, keeping every layer, as the recipe's initialisation does; (6) routers='auto'
+finds the bundled head of the target's zoo name, trained with lambda 2 (code-target) or, where the
+LM loss is much smaller, the lambda of AUTO_SPARSITY (tasks-ar: 0.01, from routers trained on task
+examples cut at their prompt/answer split).
 """
 from __future__ import annotations
 
@@ -53,13 +56,19 @@ from ..models.base import Step
 KIND = "first-routers"
 INIT_BIAS = 3.0  # sigmoid(3) = 0.95: untrained routers keep every layer
 DEFAULT_SPARSITY = 2.0  # the recipe's default lambda; routers='auto' picks the head trained with it
+# routers='auto' for these zoo models picks the head trained with this lambda instead: task answers are
+# near-deterministic (held-out LM loss 0.09 nats/token against code's ~3), so lambda 2 there skips every
+# layer on every prompt; 0.01 skips layer 1 on 12% of held-out task prompts (tasks-ar-first-* cards)
+AUTO_SPARSITY = {"tasks-ar": 0.01}
 
 
 @dataclass(frozen=True, kw_only=True)
 class FiRSTConfig(Options):
     routers: str = option("auto", "trained routers: a directory or a bundled name under zoo/heads "
-                                  "(code-target-first-LAMBDA), 'auto' (<target's zoo name>-first-"
-                                  f"{DEFAULT_SPARSITY:g}), or 'init' (untrained: every layer kept)")
+                                  "(code-target-first-LAMBDA, tasks-ar-first-LAMBDA), 'auto' (<target's zoo "
+                                  f"name>-first-{DEFAULT_SPARSITY:g}, or the lambda of AUTO_SPARSITY: "
+                                  f"tasks-ar-first-{AUTO_SPARSITY['tasks-ar']:g}), or 'init' (untrained: every "
+                                  "layer kept)")
     threshold: float = option(0.5, "tau: keep layer i when the mean of its router's gates over the prompt is "
                                    ">= tau (0 keeps every layer)", lo=0, hi=1)
     skip: str | None = option(None, "decoder layers to skip for generated tokens, instead of the routers' "
@@ -135,9 +144,10 @@ def resolve_routers(config: FiRSTConfig, target) -> Routers:
         return Routers(layers, hidden).eval()
     name = config.routers
     if name == "auto":
-        from ..train.learn2pd import bundled_head
+        from ..train.learn2pd import bundled_head, model_name
 
-        name = bundled_head(target, f"first-{DEFAULT_SPARSITY:g}", "first", "routers")
+        lam = AUTO_SPARSITY.get(model_name(target) or "", DEFAULT_SPARSITY)
+        name = bundled_head(target, f"first-{lam:g}", "first", "routers")
     routers, _ = load_routers(name)
     if tuple(routers.weight.shape) != (layers, hidden):
         raise DecodeLabError(f"the FiRST routers '{name}' are for {routers.weight.shape[0]} layers of width "
