@@ -22,7 +22,9 @@ prompt/answer split, the paper's setting: the routers read the prompt, the answe
 whose layers are skipped; held-out: `heldout_windows` test-split examples spread evenly over the
 tasks. Rows are right-padded; the continuation loss stops at each row's end (padding is never
 predicted, and a causal model never reads it for a real row); seq_len, min_prompt and min_new are
-for code windows only.
+for code windows only. The answers' LM loss is ~30x below code's (0.09 nats/token on tasks-ar), so
+the useful lambdas are too: the bundled tasks-ar-first-{0.005,0.01,0.02,0.05,0.2} (1536 examples,
+about a minute each) skip 0.005-3.1 layers of 4; lambda 2 skips all four on every prompt.
 
 Deviations: no LoRA (the paper's optional fine-tuning of the model); on code, the random prompt cut
 stands in for the paper's prompt/response split (the corpus has no prompts); hooks bypass only the rows
@@ -190,7 +192,8 @@ def load_data(tokenizer, recipe: FiRSTRecipe, target: str, gen: torch.Generator)
                              f"windows={recipe.windows}")
     windows = windows[torch.randperm(len(windows), generator=gen)[:recipe.windows]]
     held = code_windows("heldout", tokenizer, recipe.seq_len, recipe.heldout_windows)
-    return Cut(windows, cuts(len(windows), recipe, recipe.seed + 1)), Cut(held, cuts(len(held), recipe, recipe.seed + 2))
+    train = Cut(windows, cuts(len(windows), recipe, recipe.seed + 1))
+    return train, Cut(held, cuts(len(held), recipe, recipe.seed + 2))
 
 
 def train(model, tokenizer, recipe: FiRSTRecipe, log=None, progress: bool = True,
