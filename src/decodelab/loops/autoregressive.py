@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from ..core.sampling import check_finite
@@ -18,8 +19,13 @@ def decode(req, pick: Callable[[torch.Tensor, list[int]], int]) -> Iterator[list
     start(target, req.prompt)
     ctx = req.prompt.tolist()
     new = 0
+    # one id and one position, rewritten in place each step through numpy (a torch.tensor() per step
+    # costs more Python than a whole llama.cpp forward can spare); adapters copy what they keep
+    tok, pos = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    tok_t, pos_t = torch.from_numpy(tok), torch.from_numpy(pos)
     while True:
-        logits = target.forward(torch.tensor([ctx[-1]]), torch.tensor([len(ctx) - 1])).logits  # [1, V]
+        tok[0], pos[0] = ctx[-1], len(ctx) - 1
+        logits = target.forward(tok_t, pos_t).logits  # [1, V]
         check_finite(logits)
         out, done = emit(req, [pick(logits[-1], ctx)], new, logits)
         ctx += out
