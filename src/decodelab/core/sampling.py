@@ -151,7 +151,7 @@ def check_finite(logits: torch.Tensor) -> None:
     Fast path: one reduction (the sum of finite logits is finite unless it overflows, which the
     exact elementwise check then clears); ``isfinite(x).all()`` costs about 10x more on CPU."""
     x = _cpu_array(logits)
-    total = float(x.sum()) if x is not None else float(logits.sum())  # overflow: the exact check below
+    total = float(x.sum(dtype=np.float64)) if x is not None else float(logits.sum())  # float64: no overflow
     if not math.isfinite(total) and not bool(torch.isfinite(logits).all()):
         raise DecodeLabError("the model produced NaN or inf logits; check the checkpoint and dtype")
 
