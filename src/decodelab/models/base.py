@@ -78,7 +78,8 @@ class CausalLM(Protocol):
     def cached_ids(self) -> torch.Tensor: ...  # [cache_len] the tokens the cache holds (row 0)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor | None = None,
-                hidden: bool = False) -> Step: ...
+                hidden: bool = False) -> Step: ...  # ids / positions may be rewritten by the caller after
+    # the call (the autoregressive loop reuses one of each): an adapter copies what it keeps
 
     def truncate(self, n: int) -> None: ...  # keep the first n cached tokens
 

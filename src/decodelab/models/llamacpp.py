@@ -99,13 +99,12 @@ class _Weights:
         self.key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"  # the file as loaded, for on-disk caches
 
     def context(self, cells: int, threads: int, trees: bool) -> "_Context":
-        """An idle context of `cells` cells (with tree room or not) from the pool, or a new one; its
-        cache is cleared."""
+        """An idle context of `cells` cells (with tree room or not) from the pool, or a new one (the
+        adapter that takes it resets its cache)."""
         lib = _lib()
         for i, c in enumerate(self.pool):
             if c.cells == cells and c.trees == trees:
                 del self.pool[i]
-                lib.llama_memory_clear(c.mem, False)  # metadata only: see reset()
                 lib.llama_set_n_threads(c.ptr, threads, threads)
                 return c
         return _Context(self, cells, threads, trees)
