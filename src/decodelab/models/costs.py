@@ -10,13 +10,7 @@ small model on a CPU pays almost linearly (compute- or overhead-bound; zoo:code-
 Measured once per (adapter kind, weights, dtype, device, threads) and cached twice: on the adapter
 (`costs`, a dict its fresh() copies share) and on disk under $DECODELAB_CACHE (default
 ~/.cache/decodelab)/costs/, so later processes skip the measurement. Each point is the median of
-REPEATS forwards, the lengths interleaved so that a busy machine's drift hits them alike. Each
-point but the first follows a forward of another length, as a draft's verify step follows plain
-steps; the 1-token point follows a 1-token forward, as a plain step follows one. The difference is
-real on llama.cpp, which reuses its compute graph while the forward's size stays the same and
-rebuilds it when it changes (about 0.15-0.18 ms for zoo:code-target on this CPU, a third of its
-1-token step): timed after a 2-token forward, a plain step looked that much dearer than it is, and
-drafting that much cheaper.
+REPEATS forwards, the lengths interleaved so that a busy machine's drift hits them alike.
 """
 from __future__ import annotations
 
@@ -35,7 +29,7 @@ from .base import prefill
 N_MAX = 16  # longest chain measured: drafts longer than 15 tokens are not chosen automatically
 CONTEXT = 64  # prefix length the forwards attend to
 REPEATS = 5
-_VERSION = 2  # 2: the 1-token point after a 1-token forward
+_VERSION = 1
 
 
 def curve(lm, n_max: int = N_MAX) -> list[float]:
@@ -66,9 +60,6 @@ def measure(lm, n_max: int) -> list[float]:
     times: dict[int, list[float]] = {n: [] for n in range(1, n_max + 1)}
     for rep in range(REPEATS + 1):  # the first round warms up
         for n in range(1, n_max + 1):
-            if n == 1:  # a plain step follows a plain step: time it as such (see the module docstring)
-                m.forward(ids[CONTEXT:CONTEXT + 1], torch.arange(CONTEXT, CONTEXT + 1))
-                m.truncate(CONTEXT)
             t = time.perf_counter()
             m.forward(ids[CONTEXT:CONTEXT + n], torch.arange(CONTEXT, CONTEXT + n))
             dt = time.perf_counter() - t
