@@ -66,7 +66,9 @@ def test_greedy_equality_toy_and_budget_edges():
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
     for n in (1, 2, 3, 17):
         equal_to_greedy("pld", toy, prompt, n)
-    assert equal_to_greedy("pld", toy, prompt, 40).stats.tau > 2
+    # drafts accepted on a copying toy: a fixed length (transformers' 10), as the auto length reads the
+    # clock and a busy machine may keep it idle (tau 1.03-2 in 3 of 30 runs here)
+    assert equal_to_greedy("pld", toy, prompt, 40, num_tokens=10).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "pld", max_new_tokens=30).tokens == ref.tokens  # EOS stop
 
