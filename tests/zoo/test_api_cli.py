@@ -8,7 +8,7 @@ from decodelab.errors import DecodeLabError
 
 
 def test_models_and_unknown_name():
-    assert set(zoo.MODELS) == {"code-target", "code-draft", "code-mdlm", "tasks-ar", "tasks-draft", "tasks-mdlm",
+    assert set(zoo.MODELS) == {"code-target", "code-draft", "code-target-l", "code-mdlm", "tasks-ar", "tasks-draft", "tasks-mdlm",
                                "tasks-mdlm-llama"}
     with pytest.raises(DecodeLabError, match="known models: code-target"):
         zoo.resolve("gpt-5")

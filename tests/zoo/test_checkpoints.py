@@ -21,7 +21,8 @@ def _bundled(name):
 
 def test_bundle_is_small():
     total = sum(p.stat().st_size for p in zoo.CHECKPOINTS_DIR.rglob("*") if p.is_file())
-    assert total <= 32 * 1024 * 1024, total
+    # issue 16 lets the zoo grow to about 90 MB for code-target-l (52 MB in fp16)
+    assert total <= 90 * 1024 * 1024, total
 
 
 @pytest.mark.parametrize("name", zoo.MODELS)

@@ -120,16 +120,20 @@ def main() -> None:
     from decodelab.zoo.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
-    try:
-        t_dir, d_dir = resolve("code-target"), resolve("code-draft")
-    except Exception as e:  # noqa: BLE001
-        print("skip agreement:", e)
-    else:
+    for target_name in ("code-target", "code-target-l"):  # code-draft drafts for both
+        try:
+            t_dir, d_dir = resolve(target_name), resolve("code-draft")
+        except Exception as e:  # noqa: BLE001
+            print("skip agreement:", e)
+            continue
         target = AutoModelForCausalLM.from_pretrained(str(t_dir), dtype=torch.float32).eval()
         draft = AutoModelForCausalLM.from_pretrained(str(d_dir), dtype=torch.float32).eval()
         ag = draft_agreement(draft, target, tok)
-        print("agreement", ag)
-        for d, key in ((d_dir, "agreement_with_code_target"), (t_dir, "agreement_of_code_draft")):
+        print(target_name, "agreement", ag)
+        cards = [(t_dir, "agreement_of_code_draft")]
+        if target_name == "code-target":
+            cards.append((d_dir, "agreement_with_code_target"))
+        for d, key in cards:
             c = read_card(d)
             c[key] = ag
             write_card(d, c)

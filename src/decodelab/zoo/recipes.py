@@ -125,6 +125,9 @@ class Recipe:
     gen_len: int = 0  # masked-diffusion task recipes: answer canvas length (masks after the prompt)
     t_sampler: str = "uniform"  # mdlm: one of T_SAMPLERS
     context: ContextStage | None = None  # a second, longer-context stage (None: one stage)
+    # a zoo model whose checkpoint this model grows from (zoo.growth: wider and deeper, the same
+    # function) instead of a fresh initialisation (None: fresh)
+    grow_from: str | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -145,6 +148,11 @@ class Recipe:
             if not isinstance(self.context, ContextStage):
                 raise DecodeLabError(f"{owner}: context must be a ContextStage, got {type(self.context).__name__}")
             self.context.check(owner, self)
+        if self.grow_from is not None:
+            if not isinstance(self.grow_from, str) or self.grow_from == self.name:
+                raise DecodeLabError(f"{owner}: grow_from must name another zoo model, got {self.grow_from!r}")
+            if self.kind != "causal" or self.arch.type is not None:
+                raise DecodeLabError(f"{owner}: grow_from grows a Llama causal LM; this recipe is {self.kind}")
 
     @property
     def max_length(self) -> int:
@@ -201,6 +209,8 @@ class Recipe:
         d["task_weights"] = list(self.task_weights) if self.task_weights else None
         if self.context is None:
             del d["context"]  # one-stage recipes' cards never had the field
+        if self.grow_from is None:
+            del d["grow_from"]  # nor had recipes that start fresh
         return d
 
 
@@ -256,6 +266,30 @@ RECIPES: dict[str, Recipe] = {
             patience=4,
             context=ContextStage(seq_len=1024, batch_size=4, tokens=1_500_000, lr=5e-4),
             description="Llama causal LM, 7x fewer parameters (about 7x less compute per token) than code-target, same tokenizer; the speculative draft.",
+        ),
+        # grown from code-target (3x wider, 2 more layers: 26M parameters, 105 MB in f32, several
+        # times a CPU's last-level cache: the memory-bound regime of real LLMs), then trained on at
+        # 1024 tokens; growing stands in for the hours from scratch that a CPU session lacks
+        Recipe(
+            name="code-target-l",
+            kind="causal",
+            data="code",
+            arch=Arch(hidden=576, ffn=1536, layers=6, heads=12),
+            grow_from="code-target",
+            seq_len=1024,
+            batch_size=4,
+            # the grown weights are a third of the source's (tiled, divided by 3), so an Adam step
+            # moves them 3x as far relatively: 1e-4 here is code-target's context-stage 3e-4
+            lr=1e-4,
+            weight_decay=0.1,
+            warmup=20,
+            tokens=2_000_000,
+            eval_every=40,
+            eval_windows=24,
+            patience=4,
+            description="Llama causal LM, 10x code-target's parameters (26M; 105 MB in f32, beyond a CPU's "
+                        "last-level cache), grown from code-target and trained on; same tokenizer, code-draft "
+                        "is its draft.",
         ),
         Recipe(
             name="code-mdlm",

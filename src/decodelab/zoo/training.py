@@ -273,7 +273,7 @@ def run(
     with staged_dir(args.out) as ckpt:
         gen = _seed_all(seed)
         tok = load_tokenizer()
-        model = load_checkpoint(recipe, init_from, device) if init_from is not None else build_model(recipe, tok).to(device)
+        model = _initial_model(recipe, tok, init_from, seed).to(device)
         model.train()
         n_params = count_params(model)
         done: list[dict] = []
@@ -291,8 +291,25 @@ def run(
         if recipe.context is not None:
             facts["stages"] = done
             facts.update(before)
+        if recipe.grow_from is not None:
+            facts["grown_from"] = _grown_from(recipe, init_from)
         save_checkpoint(model, tok, recipe, stages[-1], ckpt, args, facts, log.train_losses(), evaluate)
     return args.out
+
+
+def _initial_model(recipe: Recipe, tok, init_from, seed: int):
+    """The weights training starts from: ``init_from``'s, else the recipe's ``grow_from`` zoo model
+    grown to its shape (zoo.growth), else a fresh seeded initialisation."""
+    if init_from is not None:
+        return load_checkpoint(recipe, init_from)
+    model = build_model(recipe, tok)
+    if recipe.grow_from is not None:
+        from decodelab import zoo
+        from decodelab.zoo.growth import grow
+
+        src = load_checkpoint(zoo.RECIPES[recipe.grow_from], zoo.resolve(recipe.grow_from))
+        grow(src, model, seed=seed)
+    return model
 
 
 def _run_stage(model, r: Recipe, tok, gen, args: RunArgs, log: TrainLog, evaluate: bool, progress: bool,
@@ -305,6 +322,8 @@ def _run_stage(model, r: Recipe, tok, gen, args: RunArgs, log: TrainLog, evaluat
               "params": n_params, "init_from": str(args.init_from) if args.init_from is not None else None,
               "planned_steps": plan.total_steps, "threads": torch.get_num_threads()})
     keeper = BestKeeper(model, r, tok, args.device, log, evaluate)
+    if r.grow_from is not None and args.init_from is None:
+        keeper(0, offset)  # the grown model's loss before training; kept if training never beats it
     steps, seen = train_loop(model, r, tok, batches, plan, gen, keeper, args.device, args.out / STOP_FILE,
                              progress, offset)
     keeper.restore()
@@ -313,6 +332,18 @@ def _run_stage(model, r: Recipe, tok, gen, args: RunArgs, log: TrainLog, evaluat
               "best_heldout_loss": keeper.loss, "train_time_s": train_time})
     return {"seq_len": r.seq_len, "tokens_seen": seen, "tokens_seen_at_best": keeper.tokens, "steps": steps,
             "best_step": keeper.step, "best_heldout_loss": round(keeper.loss, 4), "train_time_s": train_time}
+
+
+def _grown_from(recipe: Recipe, init_from) -> dict:
+    """A grown model's card record of its source: the source's name and figures (from the card
+    of ``init_from`` when this run continues a grown checkpoint)."""
+    from decodelab import zoo
+    from decodelab.zoo.card import read_card
+
+    if init_from is not None:
+        return read_card(Path(init_from)).get("grown_from", {"name": recipe.grow_from})
+    c = read_card(zoo.resolve(recipe.grow_from))
+    return {"name": recipe.grow_from, **{k: c[k] for k in ("parameters", "tokens_seen", "heldout_loss") if k in c}}
 
 
 def _stage_one_card(init_from) -> dict:
