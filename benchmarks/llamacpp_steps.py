@@ -79,6 +79,7 @@ def greedy_race(lm, path: str, prompt: list[int], new: int, threads: int, repeat
         return decodelab.generate(lm, prompt, max_new_tokens=new, ignore_eos=True).tokens
 
     def theirs():
+        peer.reset()  # cold, as ours: generate() would otherwise reuse the previous run's prompt cache
         out = []
         for tok in peer.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
             out.append(tok)
