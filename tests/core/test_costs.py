@@ -43,6 +43,37 @@ def test_auto_length_learns_acceptance_and_probes():
     assert auto.rate > 0.95 and auto.length(10) >= 5
 
 
+STEP = [0.0, 1.0] + [1.8 + 0.22 * (n - 2) for n in range(2, 17)]  # llama.cpp's 1 -> 2 token jump (code-target-l)
+
+
+def test_expected_tokens_per_depth():
+    assert expected_tokens([0.5] * 4, 3) == pytest.approx(expected_tokens(0.5, 3))
+    assert expected_tokens([0.5, 1.0, 1.0], 3) == pytest.approx(2.5)  # a run: right after the first, all right
+    assert best_length([0.5, 1.0, 1.0, 1.0], STEP, 0.0, 4) == 4 and best_length(0.5, STEP, 0.0, 4) == 0
+
+
+def test_acceptance_is_estimated_per_depth():
+    """Drafts right in runs: 40% rejected at once, the rest accepted whole. Depth 1's rate is
+    low, the deeper ones high, and the length follows the deeper ones."""
+    auto = AutoLength(STEP, clock=None)
+    for i in range(40):
+        auto.update(5, 0 if i % 5 < 2 else 5)
+    r = auto.depth_rates()
+    assert r[0] < 0.75 and min(r[1:5]) > 0.9
+    assert auto.length(8) >= 5
+
+
+def test_untried_depths_are_worth_a_try_and_failing_ones_are_dropped():
+    auto = AutoLength(STEP, clock=None)
+    for i in range(10):  # only depth 1 verified, 60% right: at one rate of 0.6 no length pays on STEP
+        auto.update(1, int(i % 5 < 3))
+    assert best_length(auto.rate, STEP, 0.0, 8) == 0
+    assert auto.length(8) >= 2  # the depths never tried are worth trying
+    for _ in range(40):  # depth 2 always wrong
+        auto.update(5, 1)
+    assert auto.length(8) == 1
+
+
 def test_auto_length_hardly_probes_when_no_acceptance_could_pay():
     """A compute-bound target and a costly draft: even always-accepted drafts lose, so the
     acceptance rate cannot change the choice and probes come only PROBE_MAX steps apart."""
