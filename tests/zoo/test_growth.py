@@ -88,6 +88,16 @@ def test_recipe_grow_from_is_checked():
     assert r.describe()["grow_from"] == "code-target" and r.arch == Arch(hidden=576, ffn=1536, layers=6, heads=12)
 
 
+def test_an_unknown_source_is_one_clear_error():
+    from decodelab.zoo.recipes import RECIPES
+    from decodelab.zoo.tokenizer import load_tokenizer
+    from decodelab.zoo.training import _initial_model
+
+    r = dataclasses.replace(RECIPES["code-target-l"], grow_from="gpt-5")
+    with pytest.raises(DecodeLabError, match="unknown zoo model 'gpt-5'"):
+        _initial_model(r, load_tokenizer(), None, seed=0)
+
+
 def test_training_starts_from_the_grown_zoo_model():
     """A grow_from recipe's first weights: zoo:code-target grown (2x wide, one more layer), whose
     held-out-style loss on a code snippet equals the source's up to the symmetry-breaking noise."""

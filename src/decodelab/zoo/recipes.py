@@ -279,7 +279,8 @@ RECIPES: dict[str, Recipe] = {
             seq_len=1024,
             batch_size=4,
             # the grown weights are a third of the source's (tiled, divided by 3), so an Adam step
-            # moves them 3x as far relatively: 1e-4 here is code-target's context-stage 3e-4
+            # moves them 3x as far relatively: 1e-4 here is 3e-4 at code-target's scale (its
+            # context stage started at 5e-4)
             lr=1e-4,
             weight_decay=0.1,
             warmup=20,

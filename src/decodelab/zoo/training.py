@@ -307,7 +307,7 @@ def _initial_model(recipe: Recipe, tok, init_from, seed: int):
         from decodelab import zoo
         from decodelab.zoo.growth import grow
 
-        src = load_checkpoint(zoo.RECIPES[recipe.grow_from], zoo.resolve(recipe.grow_from))
+        src = load_checkpoint(recipe, zoo.resolve(recipe.grow_from))  # a causal Llama, as the recipe's
         grow(src, model, seed=seed)
     return model
 
