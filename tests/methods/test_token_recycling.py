@@ -6,7 +6,8 @@ from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.core.tree import TokenTree
 from decodelab.errors import DecodeLabError
 from decodelab.core.sampling import SamplingConfig
-from decodelab.methods.token_recycling import RecyclingDrafter, TokenRecyclingConfig, matrix, recycle, template
+from decodelab.methods.token_recycling import (_RANK_PROBS, RecyclingDrafter, TokenRecyclingConfig, auto_size,
+                                               expected_accepted, matrix, recycle, template)
 from decodelab.request import Request
 from decodelab.types import DecodeStats
 from decodelab.models import ToyLM
@@ -19,12 +20,38 @@ def test_reference_template_shape():
     assert template("2.2.2").truncate(2).level_counts() == [8, 21]
 
 
+FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
+LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
+STEP = [0.0, 1.0] + [1.6 + 0.2 * (n - 2) for n in range(2, 17)]  # llama.cpp on zoo:code-target-l
+
+
+def test_auto_template_size_follows_the_cost_curve():
+    e = expected_accepted(_RANK_PROBS, 15)
+    assert e[:3] == pytest.approx([0.0, 0.7, 0.7 + 0.49]) and all(b > a for a, b in zip(e, e[1:]))
+    assert len(template("top15")) - 1 == 15
+    assert auto_size(FLAT, _RANK_PROBS) >= 12  # nearly free: about the largest measured tree
+    assert auto_size(LINEAR, _RANK_PROBS) == 0  # n tokens cost n: no tree pays
+    assert 3 <= auto_size(STEP, _RANK_PROBS) <= 8
+
+
+@pytest.mark.parametrize("curve, drafts", [(FLAT, True), (LINEAR, False)])
+def test_auto_template_is_lossless_and_drafts_when_it_pays(curve, drafts, monkeypatch):
+    from decodelab.models import costs
+
+    toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16: curve)
+    out = equal_to_greedy("token_recycling", toy, [3, 7, 1, 3, 7], 40, state=decodelab.State())
+    scored, steps = out.stats.target_tokens_scored, len(out.stats.committed)
+    # a 15-node tree every step (cut near the end of the budget), or the root alone
+    assert (scored > 12 * steps) if drafts else (scored == steps)
+
+
 def test_config_validation():
     toy = ToyLM.random(8)
     with pytest.raises(DecodeLabError, match="template"):
         decodelab.generate(toy, [1, 2], "token_recycling", template="wide")
     with pytest.raises(DecodeLabError, match="topk >= 8"):
-        decodelab.generate(toy, [1, 2], "token_recycling", topk=4)
+        decodelab.generate(toy, [1, 2], "token_recycling", template="2.2.2", topk=4)
 
 
 def test_recycle_writes_topk_of_every_node_path_last():
@@ -89,8 +116,8 @@ def test_state_carries_over_only_when_passed_and_reset_forgets():
     toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
     prompt = [3, 7, 1]
     state = decodelab.State()
-    cold = equal_to_greedy("token_recycling", toy, prompt, 40, state=state)
-    warm = equal_to_greedy("token_recycling", toy, prompt, 40, state=state)
+    cold = equal_to_greedy("token_recycling", toy, prompt, 40, state=state, template="2.2.2")
+    warm = equal_to_greedy("token_recycling", toy, prompt, 40, state=state, template="2.2.2")
     assert warm.stats.target_forwards < cold.stats.target_forwards
     assert warm.stats.tau > 4  # every drafted top-1 chain is the greedy path, up to depth 6
     again = equal_to_greedy("token_recycling", toy, prompt, 40, state=state, reset=True)

@@ -21,6 +21,13 @@ State: M lives in the caller's `State` (decodelab.state): pass the same State to
 prompts, as the reference does (it never resets M); without one each generation starts from a
 zero M; `reset=True` zeroes the State's M at the start of the run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
 
+`template="auto"` (the default): the template is the best-first tree of N nodes, with N
+(0..15, 0: no draft) chosen once per generation to maximise (1 + E(N)) / c(N + 1), E(N) the
+expected accepted length of that tree under _RANK_PROBS and c the target's measured forward
+cost curve (models/costs.py, as sps's and pld's auto lengths use): the reference's 80 nodes cost
+8x a 1-token step on zoo:code-target-l on llama.cpp and 1.5x on zoo:code-target on torch, where
+top4 ran 1.5x faster than 2.2.2.
+
 Deviations: (1) several nodes of one tree can hold the same token; the reference's scatter leaves
 the winning row unspecified, we write rows in node order and the accepted path's nodes last, so
 the row of a token on the accepted path comes from its true context. (2) The template is cut at
@@ -31,6 +38,7 @@ exactly. Lossless: greedy (tested token for token) and sampling (tested in distr
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 from dataclasses import dataclass
 
@@ -61,6 +69,29 @@ _RANK_PROBS = [0.7, 0.06, 0.035, 0.02, 0.01, 0.008, 0.006, 0.004]  # P(rank-r ca
 _TOP_N = re.compile(r"top([1-9][0-9]*)")
 
 
+def expected_accepted(rank_probs: list[float], n: int, max_depth: int = 6) -> list[float]:
+    """E[0..n]: the expected accepted draft tokens of the best-first templates of 0..n nodes
+    under rank_probs (best_first's model): each added path adds its probability, the product of
+    its ranks' probabilities."""
+    heap = [(-p, (r,)) for r, p in enumerate(rank_probs)]
+    heapq.heapify(heap)
+    out = [0.0]
+    while heap and len(out) <= n:
+        neg, path = heapq.heappop(heap)
+        out.append(out[-1] - neg)
+        if len(path) < max_depth:
+            for r, p in enumerate(rank_probs):
+                heapq.heappush(heap, (neg * p, path + (r,)))
+    return out
+
+
+def auto_size(curve: list[float], rank_probs: list[float]) -> int:
+    """The template size N (0: no draft) with the most expected tokens per step, 1 + E(N), per
+    second of the target's (N + 1)-token forward on the measured cost curve."""
+    gains = expected_accepted(rank_probs, len(curve) - 2)
+    return max(range(len(gains)), key=lambda n: ((1.0 + gains[n]) / curve[n + 1], -n))
+
+
 @functools.lru_cache(maxsize=None)
 def template(name: str) -> TreeTemplate:
     """'2.2.2' (the reference's 80 nodes) or 'topN' (our best-first tree of N draft nodes, N <= 256)."""
@@ -74,12 +105,15 @@ def template(name: str) -> TreeTemplate:
 
 @dataclass(frozen=True, kw_only=True)
 class TokenRecyclingConfig(Options):
-    template: str = option("2.2.2", "draft tree: '2.2.2' (the reference's 80 nodes) or 'topN' (N nodes, "
-                           "N <= 256, best-first)")
+    template: str = option("auto", "draft tree: 'auto' (the best-first size that the target's measured "
+                           "forward costs favour, none when no draft pays), '2.2.2' (the reference's 80 "
+                           "nodes) or 'topN' (N nodes, N <= 256, best-first)")
     topk: int = option(8, "candidates kept per token: the columns of M", lo=1, hi=64)
     reset: bool = option(False, "zero the State's matrix before this run instead of carrying it")
 
     def validate(self):
+        if self.template == "auto":
+            return
         t = template(self.template)
         if t.max_rank >= self.topk:
             raise DecodeLabError(f"template '{self.template}' uses candidate rank {t.max_rank}, "
@@ -124,4 +158,12 @@ class RecyclingDrafter:
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
           needs=("tree_mask",), budget=lambda b, given: {"template": f"top{b - 1}"})
 def run(req, config: TokenRecyclingConfig):
-    return speculative.decode(req, RecyclingDrafter(matrix(req, config), template(config.template)))
+    if config.template == "auto":
+        from ..models import costs
+
+        probs = _RANK_PROBS[:config.topk]
+        n = auto_size(costs.curve(req.target), probs)
+        tree = TreeTemplate.best_first(n, probs, max_depth=6) if n else TreeTemplate((-1,), (-1,))
+    else:
+        tree = template(config.template)
+    return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree))
