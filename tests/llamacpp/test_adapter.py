@@ -229,5 +229,5 @@ def test_generate_sizes_the_context_by_the_method(zoo_models, monkeypatch):
 
     monkeypatch.setattr(LlamaCppLM, "fresh", spy)
     decodelab.generate(lm, "def f(", "greedy", max_new_tokens=4)
-    decodelab.generate(lm, "def f(", "token_recycling", max_new_tokens=4)
+    decodelab.generate(lm, "def f(", "token_recycling", max_new_tokens=4, template="top4")  # auto: its cost curve makes a context too
     assert made == [False, True]
