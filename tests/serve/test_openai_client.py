@@ -135,15 +135,17 @@ def test_logprobs_are_the_targets(client, server):
 def test_sessions_carry_state_only_for_their_own_requests(client, server):
     _, target, _ = server
     st = decodelab.State()
-    refs = [decodelab.generate(target, p, "token_recycling", state=st, max_new_tokens=24) for p in PROMPTS[:2]]
-    cold = decodelab.generate(target, PROMPTS[1], "token_recycling", max_new_tokens=24)
+    # a fixed tree: the auto size reads the clock-measured cost curve, and the check needs drafts
+    refs = [decodelab.generate(target, p, "token_recycling", state=st, max_new_tokens=24, template="top8")
+            for p in PROMPTS[:2]]
+    cold = decodelab.generate(target, PROMPTS[1], "token_recycling", max_new_tokens=24, template="top8")
     assert refs[1].stats.committed != cold.stats.committed  # the learnt state changes the drafts
-    session = {"method": "token_recycling", "session": "test-session-1"}
+    session = {"method": "token_recycling", "template": "top8", "session": "test-session-1"}
     got = [_ext(client.completions.create(model=MODEL, prompt=p, max_tokens=24, extra_body={"decoding": session}))
            for p in PROMPTS[:2]]
     assert [g["stats"]["committed"] for g in got] == [r.stats.committed for r in refs]
     alone = _ext(client.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=24,
-                                           extra_body={"decoding": {"method": "token_recycling"}}))
+                                           extra_body={"decoding": {"method": "token_recycling", "template": "top8"}}))
     assert alone["stats"]["committed"] == cold.stats.committed  # no session: cold, nothing shared
 
 
