@@ -19,6 +19,23 @@ from .tree import TokenTree
 _STRUCTURE = ("parent_list", "is_chain", "depths", "children", "attention_mask")
 
 
+def best_first_paths(n: int, rank_probs: list[float], max_depth: int) -> list[tuple[list[int], float]]:
+    """The first n rank paths of a best-first search, each with its probability (the product of
+    its ranks' probabilities): repeatedly take the frontier path with the highest product (ties:
+    the lexicographically smaller path). The first k of them are the best k-node template, and
+    their probabilities sum to its expected accepted length."""
+    heap = [(-rank_probs[r], (r,)) for r in range(len(rank_probs))]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < n:
+        neg, path = heapq.heappop(heap)
+        chosen.append((list(path), -neg))
+        if len(path) < max_depth:
+            for r, pr in enumerate(rank_probs):
+                heapq.heappush(heap, (neg * pr, path + (r,)))
+    return chosen
+
+
 @dataclass(frozen=True, eq=False)
 class TreeTemplate:
     parents: tuple[int, ...]  # [N], parents[0] == -1
@@ -52,18 +69,8 @@ class TreeTemplate:
     def best_first(cls, n: int, rank_probs: list[float], max_depth: int) -> "TreeTemplate":
         """The n-node template that maximises the expected accepted length when the rank-r
         candidate is the target's choice with probability rank_probs[r], independently per
-        depth: repeatedly add the frontier path with the highest product of rank probabilities
-        (ties: the lexicographically smaller path)."""
-        heap = [(-rank_probs[r], (r,)) for r in range(len(rank_probs))]
-        heapq.heapify(heap)
-        chosen = []
-        while heap and len(chosen) < n:
-            neg, path = heapq.heappop(heap)
-            chosen.append(list(path))
-            if len(path) < max_depth:
-                for r, pr in enumerate(rank_probs):
-                    heapq.heappush(heap, (neg * pr, path + (r,)))
-        return cls.from_paths(chosen)
+        depth (best_first_paths)."""
+        return cls.from_paths([path for path, _ in best_first_paths(n, rank_probs, max_depth)])
 
     def __len__(self) -> int:
         return len(self.parents)

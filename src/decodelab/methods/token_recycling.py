@@ -38,13 +38,12 @@ exactly. Lossless: greedy (tested token for token) and sampling (tested in distr
 from __future__ import annotations
 
 import functools
-import heapq
 import re
 from dataclasses import dataclass
 
 import torch
 
-from ..core.templates import TreeTemplate
+from ..core.templates import TreeTemplate, best_first_paths
 from ..core.tree import Draft
 from ..errors import DecodeLabError
 from ..loops import speculative
@@ -71,17 +70,10 @@ _TOP_N = re.compile(r"top([1-9][0-9]*)")
 
 def expected_accepted(rank_probs: list[float], n: int, max_depth: int = 6) -> list[float]:
     """E[0..n]: the expected accepted draft tokens of the best-first templates of 0..n nodes
-    under rank_probs (best_first's model): each added path adds its probability, the product of
-    its ranks' probabilities."""
-    heap = [(-p, (r,)) for r, p in enumerate(rank_probs)]
-    heapq.heapify(heap)
+    under rank_probs (best_first's model: each added path adds its probability)."""
     out = [0.0]
-    while heap and len(out) <= n:
-        neg, path = heapq.heappop(heap)
-        out.append(out[-1] - neg)
-        if len(path) < max_depth:
-            for r, p in enumerate(rank_probs):
-                heapq.heappush(heap, (neg * p, path + (r,)))
+    for _, p in best_first_paths(n, rank_probs, max_depth):
+        out.append(out[-1] + p)
     return out
 
 
