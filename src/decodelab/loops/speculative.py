@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol
 
+import numpy as np
 import torch
 
 from ..core.sampling import argmax_ids, check_finite
@@ -40,37 +41,51 @@ class Drafter(Protocol):
 def decode(req, drafter: Drafter) -> Iterator[list[int]]:
     target = req.target
     start(target, req.prompt)
-    ctx = req.prompt.clone()
+    # the context lives in a numpy buffer that steps append to, and drafters get a view of its
+    # filled part: a torch.cat and a torch.tensor per step cost more Python than a llama.cpp
+    # forward of a small model can spare (views of a prefix stay valid: the buffer only grows)
+    n = len(req.prompt)
+    buf = np.empty(n + req.max_new_tokens + 1, np.int64)
+    buf[:n] = req.prompt.numpy()
+    ids = torch.from_numpy(buf)
+    pos = np.zeros(1, np.int64)  # a plain step's position, rewritten in place (as the autoregressive loop's)
+    pos_t = torch.from_numpy(pos)
     new = 0
     probs = processor(req)
     while True:
+        ctx = ids[:n]
         room = req.max_new_tokens - new - 1  # the bonus token always comes on top of the draft
         if target.max_length is not None:
-            room = min(room, target.max_length - len(ctx))
+            room = min(room, target.max_length - n)
         draft = drafter.propose(ctx, max(room, 0))
         tree = draft.tree
-        if int(tree.tokens[0]) != int(ctx[-1]):
+        if int(tree.tokens[0]) != buf[n - 1]:
             raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
         if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
-            path, tokens, logits = plain_step(req, draft, ctx, probs)
+            pos[0] = n - 1
+            path, tokens, logits = plain_step(req, draft, ctx, probs, pos_t)
         else:
             if int(tree.depths.max()) > max(room, 0):
                 raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
             path, tokens, logits = verify_step(req, draft, ctx, probs)
         drafter.observe(draft, path, logits)
         out, done = emit(req, tokens, new, logits[path] if req.logprobs is not None else None, tree, path)
-        ctx = torch.cat([ctx, torch.tensor(out)])
+        buf[n:n + len(out)] = out
+        n += len(out)
         new += len(out)
         yield out
         if done:
             return
 
 
-def plain_step(req, draft: Draft, ctx: torch.Tensor, probs) -> tuple[list[int], list[int], torch.Tensor]:
+def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: torch.Tensor | None = None
+               ) -> tuple[list[int], list[int], torch.Tensor]:
     """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
     then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
-    or commit (the forward appended the root to the cache). -> ([0], [token], logits [1, V])"""
-    logits = req.target.forward(draft.tree.tokens, torch.tensor([len(ctx) - 1])).logits  # [1, V]
+    or commit (the forward appended the root to the cache). pos: [1], the root's position
+    (default: len(ctx) - 1). -> ([0], [token], logits [1, V])"""
+    pos = torch.tensor([len(ctx) - 1]) if pos is None else pos
+    logits = req.target.forward(draft.tree.tokens, pos).logits  # [1, V]
     check_finite(logits)
     if req.greedy:
         return [0], [argmax_ids(logits[0])], logits
