@@ -102,10 +102,11 @@ def test_measured_curve_is_cached_on_the_adapter_and_on_disk(tmp_path, monkeypat
     assert len(files) == 1 and json.loads(files[0].read_text())["seconds"] == c
     assert costs.curve(lm.fresh(), n_max=6) == c  # the fresh copy shares the memo
     monkeypatch.setattr(costs, "measure", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(costs, "_quieter", lambda *a: False)  # the machine no quieter than at measuring time
     assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == c  # another load: from disk
     toy = ToyLM.random(8)
     monkeypatch.undo()
-    assert len(costs.curve(toy, n_max=4)) == 5 and costs.curve(toy.fresh(), n_max=4) == toy.costs[None][:5]
+    assert len(costs.curve(toy, n_max=4)) == 5 and costs.curve(toy.fresh(), n_max=4) == toy.costs[None]["seconds"][:5]
 
 
 @pytest.mark.parametrize("method,kw", [("sps", {}), ("pld", {}), ("sps", {"gamma": "auto"})])
@@ -117,7 +118,8 @@ def test_auto_draft_sizes_are_lossless_and_draft_when_it_pays(method, kw, toy_pa
     ref = decodelab.generate(target, prompt, max_new_tokens=40, ignore_eos=True).tokens
     for curve, drafts in ((FLAT, True), (LINEAR, False)):
         cheap = [x * 0.05 for x in curve]  # the draft: a twentieth of the target's cost
-        monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, c=curve, d=cheap: d if lm.table is draft.table else c)
+        monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0, c=curve, d=cheap:
+                            d if lm.table is draft.table else c)
         out = decodelab.generate(target, prompt, method, draft=draft if method == "sps" else None,
                                  max_new_tokens=40, ignore_eos=True, **kw)
         assert out.tokens == ref
@@ -161,6 +163,85 @@ def test_auto_sampling_is_exact(toy_pair, monkeypatch):
     from methods.spec_helpers import check_converges
 
     target, draft = toy_pair
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16: [x * (0.05 if lm.table is draft.table else 1.0)
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: [x * (0.05 if lm.table is draft.table else 1.0)
                                                              for x in FLAT])
     check_converges("sps", target, draft, sizes=(150, 1200), temperature=0.8, top_k=5)
+
+
+def test_curve_follows_the_context_length(monkeypatch):
+    """The curve at a context length interpolates linearly between the curves measured after
+    CONTEXT and after the far context, extrapolates past it, and a far point that came out
+    cheaper (noise) never lowers the short curve."""
+    toy = ToyLM.random(8)
+    far = costs.CONTEXT + 512
+    planted = {"seconds": [0.0, 1.0, 2.0, 3.0], "far": {"context": far, "seconds": [0.0, 3.0, 6.0, 2.0]}}
+    monkeypatch.setattr(costs, "measure", lambda lm, n_max: planted)
+    assert costs.curve(toy, n_max=3) == [0.0, 1.0, 2.0, 3.0]  # at CONTEXT
+    assert costs.curve(toy, n_max=3, context=10) == [0.0, 1.0, 2.0, 3.0]  # shorter: the short curve
+    assert costs.curve(toy, n_max=3, context=costs.CONTEXT + 256) == [0.0, 2.0, 4.0, 3.0]
+    assert costs.curve(toy, n_max=2, context=far + 512) == [0.0, 5.0, 10.0]
+
+
+def test_both_contexts_are_measured_and_cached(tmp_path, monkeypatch, tiny_dirs):
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path))
+    lm = decodelab.load(tiny_dirs["llama"][0])  # a 512-token context: the far curve is measured after 506
+    c = costs.curve(lm, n_max=6)
+    saved = json.loads(next((tmp_path / "costs").glob("*.json")).read_text())
+    assert saved["seconds"] == c and saved["far"]["context"] == 506 and len(saved["far"]["seconds"]) == 7
+    assert costs.curve(lm, n_max=6, context=10_000)[1] >= c[1]
+    short = ToyLM.random(8)
+    short.max_length = costs.CONTEXT + 40  # no room for a second context: one curve, used at every length
+    assert "far" not in costs.measure(short, 4) and costs.curve(short, n_max=4, context=100) == costs.curve(short, n_max=4)
+
+
+def test_auto_length_rereads_the_curve_as_the_context_grows():
+    """A curve that turns compute-bound at long contexts (attention's cost grows with the context)
+    stops the drafting there; the curve is read again only every RECURVE tokens."""
+    from decodelab.core.costs import RECURVE
+
+    reads = []
+
+    def at(n):
+        reads.append(n)
+        return FLAT if n < 500 else LINEAR
+
+    auto = AutoLength(at, clock=None)
+    for _ in range(5):
+        auto.update(4, 4)
+    assert auto.length(8, context=100) >= 4
+    assert auto.length(8, context=100 + RECURVE - 1) >= 4 and reads == [0, 100]
+    assert auto.length(8, context=600) == 0 and reads == [0, 100, 600]
+
+
+def test_a_change_of_draft_length_is_charged_the_switch_cost():
+    """Leaving plain steps for a draft pays the shape switch there and back: a draft that gains
+    a little is not worth it then, and is once drafting is under way (the same length costs no
+    switch)."""
+    curve = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]  # 3 tokens cost 2 steps
+    for switch, drafts in ((0.0, True), (0.6, False)):
+        auto = AutoLength(curve, clock=None, switch=switch)
+        for _ in range(20):
+            auto.update(2, 2)  # two drafted tokens always accepted: 3 tokens for 2 steps' cost
+        assert auto.length(0) == 0  # a step with nothing to draft
+        assert (auto.length(2) == 2) is drafts
+    auto = AutoLength(curve, clock=None, switch=0.6)
+    for _ in range(20):
+        auto.update(2, 2)
+    assert auto.length(2) == 2 and auto.length(2) == 2  # the first step has no previous shape; then no switch
+
+
+def test_a_curve_cached_on_a_busy_machine_is_measured_again(tmp_path, monkeypatch, tiny_dirs):
+    """A process that reads a cached curve whose 1-token forward is far slower than it now runs
+    measures again and keeps the faster value at every point; one that is not slower is kept."""
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path))
+    c = costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6)
+    path = next((tmp_path / "costs").glob("*.json"))
+    saved = json.loads(path.read_text())
+    slow = dict(saved, seconds=[0.0] + [x + 10.0 for x in c[1:]])  # as if measured while the machine was busy
+    path.write_text(json.dumps(slow))
+    again = costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6)
+    assert all(x < 10.0 for x in again[1:]) and json.loads(path.read_text())["seconds"] == again
+    fast = dict(saved, seconds=[0.0] + [1e-9] * 6)  # faster than any forward: nothing to heal
+    path.write_text(json.dumps(fast))
+    monkeypatch.setattr(costs, "measure", lambda *a: pytest.fail("measured again"))
+    assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == fast["seconds"]

@@ -39,7 +39,7 @@ def test_auto_template_is_lossless_and_drafts_when_it_pays(curve, drafts, monkey
     from decodelab.models import costs
 
     toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16: curve)
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: curve)
     out = equal_to_greedy("token_recycling", toy, [3, 7, 1, 3, 7], 40, state=decodelab.State())
     scored, steps = out.stats.target_tokens_scored, len(out.stats.committed)
     # a 15-node tree every step (cut near the end of the budget), or the root alone

@@ -36,6 +36,8 @@ PROBE_EVERY = 16
 PROBE_MAX = 256
 EMA = 0.2  # weight of the newest step time in a length's average
 FLOOR = 0.25  # corrected step costs stay above this share of the measured curve
+RECURVE = 16  # context tokens between re-reads of a context-dependent curve
+RECOST = 8  # calls between recomputations of the clock-corrected curve
 
 
 def expected_tokens(a, g: int) -> float:
@@ -71,7 +73,12 @@ def best_length(a, target: list[float], per_token: float, max_len: int) -> int:
 
 class AutoLength:
     """Per-generation draft length: `length(max_len)` before a step, `update(drafted, accepted)`
-    after it. target: the target's cost curve; per_token: the cost of drafting one token.
+    after it. target: the target's cost curve, or a function of the context length that gives
+    it; per_token: the cost of drafting one token, or a function of the context length (read
+    again every RECURVE tokens of context that `length` is told of). switch: what a forward
+    costs on top when the previous one had another size (models/costs.switch): a step that
+    changes the draft length is charged it, twice when it leaves plain steps (there and back),
+    and the clock's step times are taken net of it.
 
     The curve leaves out what the step costs around the forwards (drafting, verifying and
     committing in Python: about 0.1-0.3 ms on a CPU, as much as a whole llama.cpp forward of a
@@ -81,14 +88,20 @@ class AutoLength:
     seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock only steers the choice: nothing measured here is reported.
     clock=None: the curve alone decides."""
 
-    def __init__(self, target: list[float], per_token: float = 0.0, clock=time.perf_counter):
-        self.target, self.per_token, self.clock = target, per_token, clock
+    def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0):
+        self._target_at = target if callable(target) else None
+        self._per_token_at = per_token if callable(per_token) else None
+        self.context = 0  # the context length the curves were read at
+        self.target = target(0) if self._target_at else target
+        self.per_token = per_token(0) if self._per_token_at else per_token
+        self.clock, self.switch = clock, switch
         self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
-        self._last: tuple[float, int, bool] | None = None  # (clock at the last call, length chosen, first?)
+        self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
+        self._last: tuple[float, int, bool, bool] | None = None  # (clock at the last call, length chosen, first?, switched?)
 
     def rate_of(self, key=None) -> float:
         """The acceptance rate estimated for drafts of kind `key`."""
@@ -137,20 +150,43 @@ class AutoLength:
         b = sum((g - mg) * (e - me) for g, e in pts) / var if var else 0.0
         return me - b * mg, max(b, 0.0)
 
-    def length(self, max_len: int, key=None) -> int:
+    def _corrected(self) -> list[float]:
+        """The curve corrected by the clock, never below a quarter of the measured curve (a step
+        faster than its forward is noise, or a quieter machine than at measuring time); computed
+        again every RECOST calls (step times move slowly), when a length is first seen or the
+        curve is read again (its Python costs as much as a small model's llama.cpp step)."""
+        self._age += 1
+        if self._costs is None or self._age >= RECOST or len(self.seen) != self._nseen:
+            (a0, _), (a, b) = self.correction(False), self.correction(True)
+            self._costs = [c if n == 0 else max(c + (a0 if n == 1 else a + b * (n - 1)), FLOOR * c)
+                           for n, c in enumerate(self.target)]
+            self._age, self._nseen = 0, len(self.seen)
+        return self._costs
+
+    def length(self, max_len: int, key=None, context: int | None = None) -> int:
         """The draft length for the next step (at most max_len; 0: no draft), for a draft of kind
-        `key`. Call it once per step, max_len 0 included: the time between calls is the step's."""
+        `key`, `context` tokens into the sequence. Call it once per step, max_len 0 included: the
+        time between calls is the step's."""
         now = self.clock() if self.clock is not None else None
+        if context is not None and abs(context - self.context) >= RECURVE:
+            self.context = context
+            if self._target_at:
+                self.target, self._costs = self._target_at(context), None
+            if self._per_token_at:
+                self.per_token, self._costs = self._per_token_at(context), None
+        prev = self._last[1] if self._last is not None else None
         if self._last is not None and now is not None:
-            t0, g0, first = self._last
-            old = self.seen.get(g0)
+            t0, g0, first, switched = self._last
+            dt, old = now - t0 - (self.switch if switched else 0.0), self.seen.get(g0)
             if not first:  # the first step also pays the draft's catching up on the prompt
-                self.seen[g0] = (now - t0) if old is None else old + EMA * ((now - t0) - old)
-        (a0, _), (a, b) = self.correction(False), self.correction(True)
-        # corrected costs, never below a quarter of the measured curve (a step faster than its
-        # forward is noise, or a quieter machine than at measuring time)
-        costs = [c if n == 0 else max(c + (a0 if n == 1 else a + b * (n - 1)), FLOOR * c)
-                 for n, c in enumerate(self.target)]
+                self.seen[g0] = dt if old is None else old + EMA * (dt - old)
+        if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
+            self._last = (self.clock() if self.clock is not None else 0.0, 0, self._last is None, prev not in (None, 0))
+            return 0
+        costs = self._corrected()
+        if self.switch and prev is not None:  # a length other than the last one switches shapes;
+            costs = [c + (0.0 if n - 1 == prev else self.switch * (2 if prev == 0 else 1)) if n else c
+                     for n, c in enumerate(costs)]  # from plain steps, a draft switches there and back
         g = best_length(self.depth_rates(key), costs, self.per_token, max_len)
         idle = self.idle.setdefault(key, [0, PROBE_EVERY])
         if g == 0 and max_len > 0:
@@ -163,11 +199,14 @@ class AutoLength:
                 g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
         elif g:
             idle[0], idle[1] = 0, PROBE_EVERY
-        self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None)
+        self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None,
+                      prev is not None and g != prev)
         return g
 
     def update(self, drafted: int, accepted: int, key=None) -> None:
         """A verified step: `accepted` of `drafted` positions, the rest cut at the first rejection."""
+        if drafted <= 0:
+            return
         c = self.counts.setdefault(key, [PRIOR_ACCEPT, PRIOR_REJECT])
         c[0] += accepted
         c[1] += 1 if accepted < drafted else 0

@@ -7,7 +7,7 @@ as a chain; no match gives an empty draft (a plain greedy step). The speculative
 the chain in one target forward. num_tokens = "auto" (the default) sets the draft length before
 each step from the target's measured forward cost curve (core/costs.py: a lookup draft costs
 nothing to make) and the acceptance so far of drafts copied after a match of that n-gram length,
-down to no draft when drafting cannot pay. The lookup runs on an index of the
+at the context's length, down to no draft when drafting cannot pay. The lookup runs on an index of the
 context's n-grams kept up to date as tokens are committed (NgramIndex; `lookup` is the same search
 written directly, over the whole context).
 
@@ -120,7 +120,7 @@ class LookupDrafter:
         match = self.index.find() if max_depth else None
         self.key = match[0] if match else None
         if self.auto is not None:  # called every step, so its clock sees every step
-            k = self.auto.length(max_depth if match else 0, key=self.key)
+            k = self.auto.length(max_depth if match else 0, key=self.key, context=len(ctx))
         else:
             k = min(self.config.num_tokens, max_depth) if match else 0
         guess = self.index.copy(match[1], k) if k else []
@@ -134,5 +134,7 @@ class LookupDrafter:
 @register("pld", family="speculative", config=PLDConfig, lossless="sampling", budget="num_tokens",
           peer="hf:prompt-lookup")
 def run(req, config: PLDConfig):
-    auto = AutoLength(costs.curve(req.target)) if config.num_tokens is None else None
+    auto = None
+    if config.num_tokens is None:
+        auto = AutoLength(lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target))
     return speculative.decode(req, LookupDrafter(config, auto))

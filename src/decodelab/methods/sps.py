@@ -11,9 +11,9 @@ Lossless for greedy and for sampling. Expected tokens per target forward at acce
 (1 - a^(gamma+1)) / (1 - a).
 
 Draft length. gamma = "auto" (the default) chooses gamma before every step from the measured cost
-curves of both models (models/costs.py: the target's forward of 1..16 tokens, the draft's
-1-token forward) and the acceptance rate measured so far in the generation (core/costs.py), down
-to 0, a plain target step, when no draft pays; a fixed gamma keeps it (gpt-fast's 5 was the old
+curves of both models at the context's length (models/costs.py: the target's forward of 1..16
+tokens, the draft's 1-token forward) and the acceptance rate measured so far in the generation
+(core/costs.py), down to 0, a plain target step, when no draft pays; a fixed gamma keeps it (gpt-fast's 5 was the old
 default: on a CPU, where a small model's step costs almost linearly in its tokens, it loses to
 gamma 2). Schedules: "constant" keeps gamma; "heuristic" is transformers' assisted-generation rule:
 gamma + 2 after a fully accepted draft, gamma - 1 (at least 1) otherwise, from gamma (5 when auto).
@@ -49,10 +49,11 @@ class AutoChainDrafter(ChainDrafter):
 
     def __init__(self, req):
         super().__init__(req, 0)
-        self.auto = AutoLength(costs.curve(req.target), costs.curve(req.draft)[1])
+        self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
+                               lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target))
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        self.gamma = self.auto.length(max_depth)
+        self.gamma = self.auto.length(max_depth, context=len(ctx))
         return super().propose(ctx, max_depth)
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:

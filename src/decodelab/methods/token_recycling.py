@@ -24,7 +24,8 @@ zero M; `reset=True` zeroes the State's M at the start of the run. M is int32: V
 `template="auto"` (the default): the template is the best-first tree of N nodes, with N
 (0..15, 0: no draft) chosen once per generation to maximise (1 + E(N)) / c(N + 1), E(N) the
 expected accepted length of that tree under _RANK_PROBS and c the target's measured forward
-cost curve (models/costs.py, as sps's and pld's auto lengths use): the reference's 80 nodes cost
+cost curve (models/costs.py, as sps's and pld's auto lengths use) at the context halfway
+through the generation (prompt + max_new_tokens / 2): the reference's 80 nodes cost
 8x a 1-token step on zoo:code-target-l on llama.cpp and 1.5x on zoo:code-target on torch, where
 top4 ran 1.5x faster than 2.2.2.
 
@@ -154,7 +155,8 @@ def run(req, config: TokenRecyclingConfig):
         from ..models import costs
 
         probs = _RANK_PROBS[:config.topk]
-        n = auto_size(costs.curve(req.target), probs)
+        mid = len(req.prompt) + req.max_new_tokens // 2  # the context halfway through the generation
+        n = auto_size(costs.curve(req.target, context=mid), probs)
         tree = TreeTemplate.best_first(n, probs, max_depth=6) if n else TreeTemplate((-1,), (-1,))
     else:
         tree = template(config.template)
