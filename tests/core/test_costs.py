@@ -180,6 +180,11 @@ def test_curve_follows_the_context_length(monkeypatch):
     assert costs.curve(toy, n_max=3, context=10) == [0.0, 1.0, 2.0, 3.0]  # shorter: the short curve
     assert costs.curve(toy, n_max=3, context=costs.CONTEXT + 256) == [0.0, 2.0, 4.0, 3.0]
     assert costs.curve(toy, n_max=2, context=far + 512) == [0.0, 5.0, 10.0]
+    toy.kv_pad = 256  # llama.cpp: the attention reads the cache in blocks of 256 cells
+    assert costs.curve(toy, n_max=3, context=150) == [0.0, 1.0, 2.0, 3.0]  # 151-153 cells: the first block
+    assert costs.curve(toy, n_max=2, context=300) == [0.0, 2.0, 4.0]  # the second of the far context's three
+    # 255 cached tokens: one new token fills the first block, two reach into the second
+    assert costs.curve(toy, n_max=3, context=255) == [0.0, 1.0, 4.0, 3.0]  # (at 3 the far point is cheaper: noise)
 
 
 def test_both_contexts_are_measured_and_cached(tmp_path, monkeypatch, tiny_dirs):

@@ -123,6 +123,7 @@ class _Weights:
 
 class LlamaCppLM:
     capabilities = frozenset({"tree_mask", "rewind"})
+    kv_pad = 256  # a forward attends over the cache's cells in blocks of this many (models/costs.py)
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, threads: int | None = None,
                  tokenizer="auto", trees: bool = True, _weights: _Weights | None = None):
