@@ -193,10 +193,13 @@ class AutoLength:
             idle[0] += 1
             # a probe; the next one waits twice as long. When even drafts that are always accepted
             # would not pay at the measured costs, no acceptance rate can change the choice: the
-            # probes only re-measure the costs, PROBE_MAX steps apart (idle[1] <= PROBE_MAX: that
-            # check is needed only between the two)
-            if idle[0] >= idle[1] and (idle[0] >= PROBE_MAX or best_length(1.0, costs, self.per_token, max_len)):
-                g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
+            # probes only re-measure the costs, PROBE_MAX steps apart (checked once per wait: the
+            # check costs as much as the choice)
+            if idle[0] >= idle[1]:
+                if idle[0] >= PROBE_MAX or best_length(1.0, costs, self.per_token, max_len):
+                    g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
+                else:
+                    idle[1] = PROBE_MAX
         elif g:
             idle[0], idle[1] = 0, PROBE_EVERY
         self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None,
