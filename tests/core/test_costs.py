@@ -196,7 +196,8 @@ def test_both_contexts_are_measured_and_cached(tmp_path, monkeypatch, tiny_dirs)
     assert costs.curve(lm, n_max=6, context=10_000)[1] >= c[1]
     short = ToyLM.random(8)
     short.max_length = costs.CONTEXT + 40  # no room for a second context: one curve, used at every length
-    assert "far" not in costs.measure(short, 4) and costs.curve(short, n_max=4, context=100) == costs.curve(short, n_max=4)
+    assert "far" not in costs.measure(short, 4)
+    assert costs.curve(short, n_max=4, context=100) == costs.curve(short, n_max=4)
 
 
 def test_auto_length_rereads_the_curve_as_the_context_grows():

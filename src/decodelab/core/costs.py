@@ -101,7 +101,8 @@ class AutoLength:
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
-        self._last: tuple[float, int, bool, bool] | None = None  # (clock at the last call, length chosen, first?, switched?)
+        # (clock at the last call, length chosen, first call?, a change of length?)
+        self._last: tuple[float, int, bool, bool] | None = None
 
     def rate_of(self, key=None) -> float:
         """The acceptance rate estimated for drafts of kind `key`."""
@@ -181,7 +182,8 @@ class AutoLength:
             if not first:  # the first step also pays the draft's catching up on the prompt
                 self.seen[g0] = dt if old is None else old + EMA * (dt - old)
         if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
-            self._last = (self.clock() if self.clock is not None else 0.0, 0, self._last is None, prev not in (None, 0))
+            now = self.clock() if self.clock is not None else 0.0
+            self._last = (now, 0, self._last is None, prev not in (None, 0))
             return 0
         costs = self._corrected()
         if self.switch and prev is not None:  # a length other than the last one switches shapes;

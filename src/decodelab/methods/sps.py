@@ -13,10 +13,11 @@ Lossless for greedy and for sampling. Expected tokens per target forward at acce
 Draft length. gamma = "auto" (the default) chooses gamma before every step from the measured cost
 curves of both models at the context's length (models/costs.py: the target's forward of 1..16
 tokens, the draft's 1-token forward) and the acceptance rate measured so far in the generation
-(core/costs.py), down to 0, a plain target step, when no draft pays; a fixed gamma keeps it (gpt-fast's 5 was the old
-default: on a CPU, where a small model's step costs almost linearly in its tokens, it loses to
-gamma 2). Schedules: "constant" keeps gamma; "heuristic" is transformers' assisted-generation rule:
-gamma + 2 after a fully accepted draft, gamma - 1 (at least 1) otherwise, from gamma (5 when auto).
+(core/costs.py), down to 0, a plain target step, when no draft pays; a fixed gamma keeps it
+(gpt-fast's 5 was the old default: on a CPU, where a small model's step costs almost linearly in
+its tokens, it loses to gamma 2). Schedules: "constant" keeps gamma; "heuristic" is transformers'
+assisted-generation rule: gamma + 2 after a fully accepted draft, gamma - 1 (at least 1)
+otherwise, from gamma (5 when auto).
 Deviation: the draft does not run the gamma-th forward that only re-syncs its cache; the next
 propose() forwards the committed tokens the draft has not seen (models.base.sync).
 """
