@@ -85,15 +85,15 @@ class AutoLength:
     small model). So `length` also reads the clock: the time from one call to the next is the
     step just taken, kept per draft length (an exponential average), and the model's error is
     fitted as a + b g over the drafting lengths seen (least squares; b = 0 while one length is
-    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock
-    only steers the choice: nothing measured here is reported. clock=None: the curve alone
-    decides."""
+    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock only steers the choice: nothing measured here is reported.
+    clock=None: the curve alone decides."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0):
         self.clock = clock
         self.restart(target, per_token, switch)
         self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
+        self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
 
@@ -107,7 +107,6 @@ class AutoLength:
         self.target = target(0) if self._target_at else target
         self.per_token = per_token(0) if self._per_token_at else per_token
         self.switch = switch
-        self._rates: dict = {}  # key -> depth_rates(key) (as long as the curve), until the next update
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
