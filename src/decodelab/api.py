@@ -144,8 +144,7 @@ def generate(model, prompt=None, method: str = "greedy", *, messages=None, draft
     end the generation (the token completing one is the last emitted). `logprobs=True` also returns
     each generated token's log-probability under the target; `trace=True` how each step produced its
     tokens (StepTrace: drafted and accepted, bonus, rejected drafts). `state`: a decodelab.State
-    carried across calls by methods that learn (Token Recycling, ADED; pld's auto draft length
-    keeps its acceptance estimates in it). `model` and `draft` may be
+    carried across calls by methods that learn (Token Recycling, ADED). `model` and `draft` may be
     decodelab adapters (from load()) or transformers models. Returns the generated ids only, the
     decoded text (when there is a tokenizer) and the counts. Methods that produce several outputs
     (beam's and diverse_beam's beams, superposed's drafts) return the best as `tokens` and all of

@@ -251,37 +251,3 @@ def test_a_curve_cached_on_a_busy_machine_is_measured_again(tmp_path, monkeypatc
     path.write_text(json.dumps(fast))
     monkeypatch.setattr(costs, "measure", lambda *a: pytest.fail("measured again"))
     assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == fast["seconds"]
-
-
-def test_the_auto_length_is_carried_in_the_callers_state(toy_pair):
-    """One State over several generations: the same AutoLength, its acceptance kept, restarted on
-    the new generation's curve and clock; another kind of draft gets its own."""
-    from decodelab.core.costs import carried
-    from decodelab.state import State
-
-    class Req:  # what carried() reads of a request
-        def __init__(self, state):
-            self.state, self.target = state, toy_pair[0]
-
-        def memory(self, key, make, reset=False):
-            return self.state.slot(self.target, key, make, reset)
-
-    state = State()
-    mid = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]  # drafting pays at the prior's 60%
-    first = carried(Req(state), ("pld", 3), mid)
-    first.clock = None  # the curve alone decides (no step is timed here)
-    assert first.length(8) > 0
-    for _ in range(10):
-        first.length(8)
-        first.update(4, 0)
-    assert first.length(8) == 0  # every draft rejected: not worth drafting
-    again = carried(Req(state), ("pld", 3), lambda n: LINEAR)
-    assert again is first and again.rate < 0.5 and again.target == LINEAR and again._last is None
-    assert carried(Req(state), ("sps", 3), FLAT) is not first and len(state) == 2
-    assert carried(Req(State()), ("pld", 3), FLAT).rate == 0.6  # another State starts from the prior
-
-    target, _ = toy_pair
-    state = State()
-    for _ in range(2):
-        decodelab.generate(target, [1, 2, 1, 2, 1], "pld", max_new_tokens=8, ignore_eos=True, state=state)
-    assert len(state) == 1  # pld's auto length, kept between the two calls

@@ -89,24 +89,17 @@ class AutoLength:
     clock=None: the curve alone decides."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0):
-        self.clock = clock
-        self.restart(target, per_token, switch)
-        self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
-        self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
-        self._rates: dict = {}  # key -> depth_rates(key), until the next update
-        self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
-        self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
-
-    def restart(self, target, per_token=0.0, switch: float = 0.0) -> None:
-        """Start a generation with these curves (as in the constructor), keeping what earlier
-        generations taught: acceptance, step times, the probes' back-off. A method carries its
-        AutoLength across calls in the caller's State (`carried`)."""
         self._target_at = target if callable(target) else None
         self._per_token_at = per_token if callable(per_token) else None
         self.context = 0  # the context length the curves were read at
         self.target = target(0) if self._target_at else target
         self.per_token = per_token(0) if self._per_token_at else per_token
-        self.switch = switch
+        self.clock, self.switch = clock, switch
+        self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
+        self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
+        self._rates: dict = {}  # key -> depth_rates(key), until the next update
+        self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
+        self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
@@ -230,16 +223,3 @@ class AutoLength:
             tried[k] += 1
             acc[k] += k < accepted
         self._rates.pop(key, None)
-
-
-def carried(req, key, target, per_token=0.0, switch: float = 0.0) -> AutoLength:
-    """The AutoLength of the caller's State under `key` (what identifies the kind of drafts: a
-    method's name and the settings acceptance depends on), restarted on this generation's curves,
-    or a new one. Across the prompts of one State (a bench row, a server session) the estimates
-    carry over, so a model on which drafting does not pay stops trying after its first prompt
-    (pld on zoo:code-target on llama.cpp: 0.95 / 1.08x our greedy with a State over 8 prompts,
-    about 0.87 / 1.0x without). sps does not use it: its acceptance varies more from prompt to
-    prompt, and carried estimates chose drafts too long for the next prompt."""
-    auto = req.memory(("auto-length",) + tuple(key), lambda: AutoLength(target, per_token, switch=switch))
-    auto.restart(target, per_token, switch)
-    return auto

@@ -7,8 +7,7 @@ as a chain; no match gives an empty draft (a plain greedy step). The speculative
 the chain in one target forward. num_tokens = "auto" (the default) sets the draft length before
 each step from the target's measured forward cost curve (core/costs.py: a lookup draft costs
 nothing to make) and the acceptance so far of drafts copied after a match of that n-gram length,
-at the context's length, down to no draft when drafting cannot pay; with a `state` the estimates
-carry over to the next call (core.costs.carried). The lookup runs on an index of the
+at the context's length, down to no draft when drafting cannot pay. The lookup runs on an index of the
 context's n-grams kept up to date as tokens are committed (NgramIndex; `lookup` is the same search
 written directly, over the whole context).
 
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.costs import AutoLength, carried
+from ..core.costs import AutoLength
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
@@ -136,7 +135,6 @@ class LookupDrafter:
           peer="hf:prompt-lookup")
 def run(req, config: PLDConfig):
     auto = None
-    if config.num_tokens is None:  # acceptance depends on the lookup and on how tokens are chosen
-        auto = carried(req, ("pld", config.max_ngram, config.min_ngram, config.prefer, req.sampling),
-                       lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target))
+    if config.num_tokens is None:
+        auto = AutoLength(lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target))
     return speculative.decode(req, LookupDrafter(config, auto))

@@ -50,9 +50,6 @@ class AutoChainDrafter(ChainDrafter):
 
     def __init__(self, req):
         super().__init__(req, 0)
-        # per generation, not carried in the State as pld's: sps's acceptance varies from prompt to
-        # prompt, and estimates carried over from 8 HumanEval prompts chose 11-15-token drafts on
-        # zoo:code-target-l that ran at 0.89x gamma 5 (per generation: at or near it)
         self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
                                lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target))
 
