@@ -85,8 +85,9 @@ class AutoLength:
     small model). So `length` also reads the clock: the time from one call to the next is the
     step just taken, kept per draft length (an exponential average), and the model's error is
     fitted as a + b g over the drafting lengths seen (least squares; b = 0 while one length is
-    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock only steers the choice: nothing measured here is reported.
-    clock=None: the curve alone decides."""
+    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock
+    only steers the choice: nothing measured here is reported. clock=None: the curve alone
+    decides."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0):
         self._target_at = target if callable(target) else None
