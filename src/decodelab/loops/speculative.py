@@ -78,13 +78,12 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             return
 
 
-def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: torch.Tensor | None = None
+def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: torch.Tensor
                ) -> tuple[list[int], list[int], torch.Tensor]:
     """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
     then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
-    or commit (the forward appended the root to the cache). pos: [1], the root's position
-    (default: len(ctx) - 1). -> ([0], [token], logits [1, V])"""
-    pos = torch.tensor([len(ctx) - 1]) if pos is None else pos
+    or commit (the forward appended the root to the cache). pos: [1], the root's position,
+    len(ctx) - 1. -> ([0], [token], logits [1, V])"""
     logits = req.target.forward(draft.tree.tokens, pos).logits  # [1, V]
     check_finite(logits)
     if req.greedy:

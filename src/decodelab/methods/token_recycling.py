@@ -48,6 +48,7 @@ from ..core.templates import TreeTemplate, best_first_paths
 from ..core.tree import Draft
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
@@ -152,8 +153,6 @@ class RecyclingDrafter:
           needs=("tree_mask",), budget=lambda b, given: {"template": f"top{b - 1}"})
 def run(req, config: TokenRecyclingConfig):
     if config.template == "auto":
-        from ..models import costs
-
         probs = _RANK_PROBS[:config.topk]
         mid = len(req.prompt) + req.max_new_tokens // 2  # the context halfway through the generation
         n = auto_size(costs.curve(req.target, context=mid), probs)

@@ -25,7 +25,7 @@ REPEATS forwards, the lengths interleaved: the machine's other work only ever ad
 curve cached from a busy minute would steer every later run (a median of 5 had cached
 zoo:code-target's 1-token forward at 0.8 ms, against 0.45 ms measured quiet; on this shared
 machine a whole second of measuring can run 2x slow). So a process that reads a cached curve
-first times a few 1-token forwards: when they run more than QUIETER faster than the curve says,
+first measures the 1-token point again: when it runs more than QUIETER faster than the curve says,
 the curve is measured again and the faster of the two kept at every point.
 
 Shape switches. llama.cpp reuses its compute graph between forwards of one shape and rebuilds it
@@ -53,7 +53,6 @@ N_MAX = 16  # longest chain measured: drafts longer than 15 tokens are not chose
 CONTEXT = 64  # prefix length of the first curve
 FAR = 512  # prefix length of the second (at most what the model's context leaves)
 REPEATS = 5
-CHECKS = 12  # 1-token forwards timed when a process first reads a cached curve (the first warms up)
 QUIETER = 0.15  # a cached curve is measured again when that check runs this much faster
 _VERSION = 3
 
@@ -122,18 +121,11 @@ def measure(lm, n_max: int) -> dict:
 
 def _quieter(lm, points: dict) -> bool:
     """Whether the machine runs this model's 1-token forward faster now than the cached curve says
-    (by more than QUIETER): a quick check (about 10 forwards) when a process first reads a curve
-    from disk, so that a curve measured in a busy minute does not steer every later run."""
-    m = lm.fresh(needs=frozenset())
-    ids = (torch.arange(CONTEXT + 1) * 7 + 3) % max(m.vocab_size - 3, 1) + 3
-    prefill(m, ids[:CONTEXT])
-    times = []
-    for _ in range(CHECKS):
-        t = time.perf_counter()
-        m.forward(ids[CONTEXT:], torch.tensor([CONTEXT]))
-        times.append(time.perf_counter() - t)
-        m.truncate(CONTEXT)
-    return min(times[1:]) < (1.0 - QUIETER) * points["seconds"][1]
+    (by more than QUIETER): the curve's own 1-token measurement, taken again when a process first
+    reads a curve from disk, so that a curve measured in a busy minute does not steer every later
+    run."""
+    seconds, _ = _timed(lm.fresh(needs=frozenset()), CONTEXT, 1)
+    return seconds[1] < (1.0 - QUIETER) * points["seconds"][1]
 
 
 def _merge(old: dict, new: dict) -> dict:
