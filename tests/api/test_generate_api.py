@@ -290,3 +290,18 @@ def test_a_state_belongs_to_one_model(zoo_pair, tiny_dirs):
         decodelab.generate(other, [1, 2], "token_recycling", max_new_tokens=8, state=st)
     with pytest.raises(DecodeLabError, match="state must be a decodelab.State"):
         decodelab.generate(target, PROMPT, "token_recycling", max_new_tokens=8, state={})
+
+
+@pytest.mark.parametrize("method, kw, prompt", [
+    ("greedy", {}, [3]), ("sample", dict(do_sample=True, seed=0), [3]),
+    ("pld", dict(num_tokens=3), [3, 1, 2, 3]),  # a verify step: the 3 before drafts "1 2"
+    ("pld", dict(num_tokens=3), [0, 1, 2, 3]),  # a plain step: nothing to look up
+])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_logits_are_refused_by_every_step_kind(method, kw, prompt, bad):
+    """Token 3's next-token row holds a NaN (or +inf): the autoregressive step, a speculative
+    verify step and a plain step each refuse it with one message."""
+    table = ToyLM.random(6, seed=0).table.clone()
+    table[3, 4] = bad
+    with pytest.raises(DecodeLabError, match="NaN or inf"):
+        decodelab.generate(ToyLM(table), prompt, method, max_new_tokens=8, **kw)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from decodelab.core.sampling import SamplingConfig, check_finite, choose, gumbel_top_k, probs_from_logits
+from decodelab.core.sampling import SamplingConfig, check_finite, choose, greedy_ids, gumbel_top_k, probs_from_logits
 from decodelab.errors import DecodeLabError
 
 LOGITS = torch.log(torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05]))
@@ -93,6 +93,27 @@ def test_check_finite_refuses_nan_and_inf(bad):
     x[1, 4] = bad
     with pytest.raises(DecodeLabError, match="NaN or inf"):
         check_finite(x)
+
+
+@pytest.mark.parametrize("as_tensor", [lambda x: x, lambda x: x.double()], ids=["numpy-path", "torch-path"])
+def test_greedy_ids_is_the_argmax_and_refuses_what_greedy_would_pick_from_garbage(as_tensor):
+    x = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    assert greedy_ids(as_tensor(x)) == x.argmax(-1).tolist()
+    assert greedy_ids(as_tensor(x[1])) == int(x[1].argmax())
+    masked = x.clone()
+    masked[1, int(x[1].argmin())] = float("-inf")  # a masked token: never the argmax, let through
+    assert greedy_ids(as_tensor(masked)) == x.argmax(-1).tolist()
+    for bad in (float("nan"), float("inf")):  # anywhere in a row: they win the argmax
+        y = x.clone()
+        y[2, int(x[2].argmin())] = bad
+        with pytest.raises(DecodeLabError, match="NaN or inf"):
+            greedy_ids(as_tensor(y))
+        with pytest.raises(DecodeLabError, match="NaN or inf"):
+            greedy_ids(as_tensor(y[2]))
+    y = x.clone()
+    y[0] = float("-inf")  # nothing to pick
+    with pytest.raises(DecodeLabError, match="NaN or inf"):
+        greedy_ids(as_tensor(y))
 
 
 def test_check_finite_accepts_large_logits_whose_sum_overflows():

@@ -145,6 +145,34 @@ def argmax_ids(logits: torch.Tensor):
     return (x.argmax(-1) if x is not None else logits.argmax(-1)).tolist()
 
 
+def greedy_ids(logits: torch.Tensor):
+    """argmax_ids with the check greedy decoding needs, in the same pass: NaN and +inf win an
+    argmax (numpy's and torch's), so the chosen logits are finite unless the row holds a NaN or a
+    +inf, or is -inf throughout; a -inf elsewhere (a masked token) is never chosen and is let
+    through. On llama.cpp this saves a second reduction over [V] per token (about 20 us of a 0.4 ms
+    step, on a cache the forward has just cooled)."""
+    x = _cpu_array(logits)
+    if x is None:
+        best = logits.argmax(-1)
+        top = logits.gather(-1, best.unsqueeze(-1))
+        if not bool(torch.isfinite(top).all()):
+            _not_finite()
+        return best.tolist()
+    if x.ndim == 1 or len(x) == 1:  # one row (the common step): one flat argmax, no index arrays
+        best = int(x.argmax())
+        if not math.isfinite(x.flat[best]):
+            _not_finite()
+        return best if x.ndim == 1 else [best]
+    best = x.argmax(-1)
+    if not np.isfinite(x[np.arange(len(best)), best]).all():
+        _not_finite()
+    return best.tolist()
+
+
+def _not_finite():
+    raise DecodeLabError("the model produced NaN or inf logits; check the checkpoint and dtype")
+
+
 def check_finite(logits: torch.Tensor) -> None:
     """Refuse NaN/inf logits with a clear message instead of sampling garbage.
 
@@ -153,7 +181,7 @@ def check_finite(logits: torch.Tensor) -> None:
     x = _cpu_array(logits)
     total = float(x.sum(dtype=np.float64)) if x is not None else float(logits.sum())  # float64: no overflow
     if not math.isfinite(total) and not bool(torch.isfinite(logits).all()):
-        raise DecodeLabError("the model produced NaN or inf logits; check the checkpoint and dtype")
+        _not_finite()
 
 
 def probs_from_logits(logits: torch.Tensor, cfg: SamplingConfig, ctx=None,

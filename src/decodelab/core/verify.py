@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import argmax_ids
+from .sampling import greedy_ids
 from .tree import TokenTree
 
 
@@ -18,9 +18,9 @@ def greedy_verify(tree: TokenTree, logits: torch.Tensor) -> tuple[list[int], int
     """Longest root path whose every child equals the target's argmax at its parent.
 
     logits: [N, V] target logits at each tree node. Lossless for greedy decoding: the committed
-    tokens are exactly the target's own greedy continuation.
+    tokens are exactly the target's own greedy continuation. Refuses NaN/inf at an argmax.
     """
-    best = argmax_ids(logits)  # [N]
+    best = greedy_ids(logits)  # [N]
     tokens = tree.tokens.tolist()
     path, node = [0], 0
     while True:

@@ -1,7 +1,8 @@
 """The autoregressive loop: one target forward per token; a method supplies `pick`.
 
-`pick(logits [V], ctx list[int]) -> int` is where greedy, sampling and logits-processor methods
-plug in. Each step forwards only the last committed token at its explicit position.
+`pick(logits [V], ctx list[int]) -> int` is where sampling and logits-processor methods plug in;
+without one the loop takes the argmax (greedy), checked for NaN/inf in the same pass. Each step
+forwards only the last committed token at its explicit position.
 """
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..core.sampling import check_finite
+from ..core.sampling import check_finite, greedy_ids
 from .common import emit, start
 
 
-def decode(req, pick: Callable[[torch.Tensor, list[int]], int]) -> Iterator[list[int]]:
+def decode(req, pick: Callable[[torch.Tensor, list[int]], int] | None = None) -> Iterator[list[int]]:
     target = req.target
     start(target, req.prompt)
     ctx = req.prompt.tolist()
@@ -26,8 +27,12 @@ def decode(req, pick: Callable[[torch.Tensor, list[int]], int]) -> Iterator[list
     while True:
         tok[0], pos[0] = ctx[-1], len(ctx) - 1
         logits = target.forward(tok_t, pos_t).logits  # [1, V]
-        check_finite(logits)
-        out, done = emit(req, [pick(logits[-1], ctx)], new, logits)
+        if pick is None:
+            token = greedy_ids(logits)[0]
+        else:
+            check_finite(logits)
+            token = pick(logits[-1], ctx)
+        out, done = emit(req, [token], new, logits)
         ctx += out
         new += len(out)
         yield out

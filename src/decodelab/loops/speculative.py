@@ -24,7 +24,7 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from ..core.sampling import argmax_ids, check_finite
+from ..core.sampling import check_finite, greedy_ids
 from ..core.tree import Draft
 from ..core.verify import greedy_verify, rejection_verify
 from .common import emit, processor, start
@@ -85,9 +85,9 @@ def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: torch.Tensor
     or commit (the forward appended the root to the cache). pos: [1], the root's position,
     len(ctx) - 1. -> ([0], [token], logits [1, V])"""
     logits = req.target.forward(draft.tree.tokens, pos).logits  # [1, V]
-    check_finite(logits)
     if req.greedy:
-        return [0], [argmax_ids(logits[0])], logits
+        return [0], greedy_ids(logits), logits
+    check_finite(logits)
     contexts = [ctx.tolist()] if req.sampling.history else None
     return [0], [rejection_verify(draft.tree, probs(logits, contexts), draft.q, req.rng)[1]], logits
 
@@ -98,10 +98,10 @@ def verify_step(req, draft: Draft, ctx: torch.Tensor, probs) -> tuple[list[int],
     tree, target = draft.tree, req.target
     step = forward(target, draft, len(ctx) - 1)
     logits = step.logits[:len(tree)]  # [N, V]: the tree's rows (extra nodes' rows follow)
-    check_finite(logits)
     if req.greedy:
-        path, bonus = greedy_verify(tree, logits)
+        path, bonus = greedy_verify(tree, logits)  # checks the argmax logits for NaN/inf
     else:
+        check_finite(logits)
         contexts = node_contexts(ctx, tree) if req.sampling.history else None
         path, bonus = rejection_verify(tree, probs(logits, contexts), draft.q, req.rng)
     target.commit(path)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.sampling import argmax_ids, sample
+from ..core.sampling import sample
 from ..errors import DecodeLabError
 from ..loops import autoregressive
 from ..loops.common import processor
@@ -210,6 +210,6 @@ def run(req, config: FiRSTConfig):
         raise DecodeLabError(f"first: cannot skip layer {max(forced)}: the target has {len(routers.bias)} decoder layers")
     req = dataclasses.replace(req, target=Routed(req.target, routers, config.threshold, len(req.prompt), forced))
     if req.greedy:
-        return autoregressive.decode(req, lambda logits, ctx: argmax_ids(logits))
+        return autoregressive.decode(req)
     probs = processor(req)
     return autoregressive.decode(req, lambda logits, ctx: int(sample(probs(logits, ctx), req.rng)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.sampling import argmax_ids
 from ..loops import autoregressive
 from ..options import Options
 from ..registry import register
@@ -18,4 +17,4 @@ class GreedyConfig(Options):
 @register("greedy", family="autoregressive", config=GreedyConfig, lossless="greedy", modes=("greedy",),
           peer="hf:greedy")
 def run(req, config: GreedyConfig):
-    return autoregressive.decode(req, lambda logits, ctx: argmax_ids(logits))
+    return autoregressive.decode(req)
