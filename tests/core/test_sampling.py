@@ -95,7 +95,8 @@ def test_check_finite_refuses_nan_and_inf(bad):
         check_finite(x)
 
 
-@pytest.mark.parametrize("as_tensor", [lambda x: x, lambda x: x.double()], ids=["numpy-path", "torch-path"])
+@pytest.mark.parametrize("as_tensor", [lambda x: x, lambda x: x.double(), lambda x: x.numpy()],
+                         ids=["float32", "torch-path", "numpy-array"])
 def test_greedy_ids_is_the_argmax_and_refuses_what_greedy_would_pick_from_garbage(as_tensor):
     x = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
     assert greedy_ids(as_tensor(x)) == x.argmax(-1).tolist()

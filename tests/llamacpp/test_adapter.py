@@ -3,6 +3,7 @@ trees (every node against sequential decoding), commit and truncate then continu
 independence, and the capabilities it declares missing."""
 import inspect
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,29 @@ def test_prefill_single_steps_and_chain_match_transformers(pair):
     chain = lm.forward(torch.tensor(ids[34:40]), torch.arange(34, 40)).logits
     assert torch.allclose(chain, ref[34:40], atol=ATOL)
     assert lm.cached_ids.tolist() == ids and lm.counter.forwards == 6 and lm.counter.tokens == 40
+
+
+def test_forward_one_is_a_one_token_forward_without_tensors(pair):
+    """forward_one (the loops' autoregressive step) equals forward() on one token, keeps the same
+    books, and a tree forward, a commit and a truncate continue from it as from forward()."""
+    hf, lm = pair
+    ids = _ids(30, lm.vocab_size, 2)
+    ref = sequential(hf, ids)
+    prefill(lm, torch.tensor(ids[:20]))
+    for i in range(20, 24):
+        x = lm.forward_one(ids[i], i)
+        assert isinstance(x, np.ndarray) and x.shape == (1, lm.vocab_size) and x.dtype == np.float32
+        assert torch.allclose(torch.from_numpy(x[0]), ref[i], atol=ATOL)
+    assert lm.cache_len == 24 and lm.cached_ids.tolist() == ids[:24]
+    assert lm.counter.forwards == 4 and lm.counter.tokens == 4
+    tree = TokenTree.from_lists(ids[24:27] + [ids[25]], [-1, 0, 1, 0])
+    lm.forward(tree.tokens, tree.positions(24), tree_mask=tree.attention_mask)
+    lm.commit([0, 1, 2])
+    x = lm.forward_one(ids[27], 27)  # after a tree forward: back in sequence 0
+    assert torch.allclose(torch.from_numpy(x[0]), ref[27], atol=ATOL)
+    lm.truncate(26)
+    x = lm.forward_one(ids[26], 26)
+    assert torch.allclose(torch.from_numpy(x[0]), ref[26], atol=ATOL) and lm.cached_ids.tolist() == ids[:27]
 
 
 def test_forward_last_and_prefill_compute_the_last_row(pair):

@@ -102,6 +102,7 @@ class AutoLength:
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
+        self._choices: dict = {}  # (key, previous length, max_len) -> length, while costs and rates hold
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
 
@@ -163,6 +164,7 @@ class AutoLength:
             self._costs = [c if n == 0 else max(c + (a0 if n == 1 else a + b * (n - 1)), FLOOR * c)
                            for n, c in enumerate(self.target)]
             self._age, self._nseen = 0, len(self.seen)
+            self._choices.clear()
         return self._costs
 
     def length(self, max_len: int, key=None, context: int | None = None) -> int:
@@ -187,10 +189,13 @@ class AutoLength:
             self._last = (now, 0, self._last is None, prev not in (None, 0))
             return 0
         costs = self._corrected()
-        if self.switch and prev is not None:  # a length other than the last one switches shapes;
-            costs = [c + (0.0 if n - 1 == prev else self.switch * (2 if prev == 0 else 1)) if n else c
-                     for n, c in enumerate(costs)]  # from plain steps, a draft switches there and back
-        g = best_length(self.depth_rates(key), costs, self.per_token, max_len)
+        # the choice changes only with the costs, the rates or the previous length: most steps
+        # (idle ones above all, whose rates stay put) find it here
+        choice = (key, prev, min(max_len, len(costs) - 2))
+        g = self._choices.get(choice)
+        if g is None:
+            g = self._choices[choice] = best_length(self.depth_rates(key), self._switched(costs, prev),
+                                                    self.per_token, max_len)
         idle = self.idle.setdefault(key, [0, PROBE_EVERY])
         if g == 0 and max_len > 0:
             idle[0] += 1
@@ -199,7 +204,7 @@ class AutoLength:
             # probes only re-measure the costs, PROBE_MAX steps apart (checked once per wait: the
             # check costs as much as the choice)
             if idle[0] >= idle[1]:
-                if idle[0] >= PROBE_MAX or best_length(1.0, costs, self.per_token, max_len):
+                if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len):
                     g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
                 else:
                     idle[1] = PROBE_MAX
@@ -208,6 +213,14 @@ class AutoLength:
         self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None,
                       prev is not None and g != prev)
         return g
+
+    def _switched(self, costs: list[float], prev: int | None) -> list[float]:
+        """costs with the switch charged to every length but the previous one (from plain steps, a
+        draft switches there and back)."""
+        if not self.switch or prev is None:
+            return costs
+        return [c + (0.0 if n - 1 == prev else self.switch * (2 if prev == 0 else 1)) if n else c
+                for n, c in enumerate(costs)]
 
     def update(self, drafted: int, accepted: int, key=None) -> None:
         """A verified step: `accepted` of `drafted` positions, the rest cut at the first rejection."""
@@ -224,3 +237,4 @@ class AutoLength:
             tried[k] += 1
             acc[k] += k < accepted
         self._rates.pop(key, None)
+        self._choices.clear()

@@ -20,15 +20,20 @@ def decode(req, pick: Callable[[torch.Tensor, list[int]], int] | None = None) ->
     start(target, req.prompt)
     ctx = req.prompt.tolist()
     new = 0
-    # one id and one position, rewritten in place each step through numpy (a torch.tensor() per step
-    # costs more Python than a whole llama.cpp forward can spare); adapters copy what they keep
+    one = getattr(target, "forward_one", None)  # an adapter's step without tensors (llama.cpp)
+    # else one id and one position, rewritten in place each step through numpy (a torch.tensor()
+    # per step costs more Python than a whole llama.cpp forward can spare); adapters copy what they keep
     tok, pos = np.zeros(1, np.int64), np.zeros(1, np.int64)
     tok_t, pos_t = torch.from_numpy(tok), torch.from_numpy(pos)
     while True:
-        tok[0], pos[0] = ctx[-1], len(ctx) - 1
-        logits = target.forward(tok_t, pos_t).logits  # [1, V]
+        if one is not None:
+            x = one(ctx[-1], len(ctx) - 1)  # numpy [1, V]
+            logits = None if pick is None and req.logprobs is None else torch.from_numpy(x)
+        else:
+            tok[0], pos[0] = ctx[-1], len(ctx) - 1
+            x = logits = target.forward(tok_t, pos_t).logits  # [1, V]
         if pick is None:
-            token = greedy_ids(logits)[0]
+            token = greedy_ids(x)[0]
         else:
             check_finite(logits)
             token = pick(logits[-1], ctx)

@@ -48,8 +48,6 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
     buf = np.empty(n + req.max_new_tokens + 1, np.int64)
     buf[:n] = req.prompt.numpy()
     ids = torch.from_numpy(buf)
-    pos = np.zeros(1, np.int64)  # a plain step's position, rewritten in place (as the autoregressive loop's)
-    pos_t = torch.from_numpy(pos)
     new = 0
     probs = processor(req)
     while True:
@@ -62,8 +60,7 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
         if int(tree.tokens[0]) != buf[n - 1]:
             raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
         if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
-            pos[0] = n - 1
-            path, tokens, logits = plain_step(req, draft, ctx, probs, pos_t)
+            path, tokens, logits = plain_step(req, draft, ctx, probs, int(buf[n - 1]), n - 1)
         else:
             if int(tree.depths.max()) > max(room, 0):
                 raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
@@ -78,15 +75,20 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             return
 
 
-def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: torch.Tensor
+def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, root: int, pos: int
                ) -> tuple[list[int], list[int], torch.Tensor]:
-    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
-    then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
-    or commit (the forward appended the root to the cache). pos: [1], the root's position,
-    len(ctx) - 1. -> ([0], [token], logits [1, V])"""
-    logits = req.target.forward(draft.tree.tokens, pos).logits  # [1, V]
+    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward
+    (the adapter's `forward_one` when it has one), then its argmax, or the draw from p that
+    rejection sampling makes at a leaf; nothing to verify or commit (the forward appended the root
+    to the cache). root: ctx[-1]; pos: its position, len(ctx) - 1. -> ([0], [token], logits [1, V])"""
+    one = getattr(req.target, "forward_one", None)
+    if one is not None:
+        x = one(root, pos)
+        logits = torch.from_numpy(x)
+    else:
+        x = logits = req.target.forward(draft.tree.tokens, torch.tensor([pos])).logits  # [1, V]
     if req.greedy:
-        return [0], greedy_ids(logits), logits
+        return [0], greedy_ids(x), logits
     check_finite(logits)
     contexts = [ctx.tolist()] if req.sampling.history else None
     return [0], [rejection_verify(draft.tree, probs(logits, contexts), draft.q, req.rng)[1]], logits

@@ -94,6 +94,12 @@ class CausalLM(Protocol):
     def eos_token_ids(self) -> list[int]: ...
 
 
+# Fast paths an adapter may offer (found with getattr; without them the loops use forward()):
+#   forward_last(ids, positions) -> Step   a chain forward that computes the last row's logits only
+#   forward_one(token: int, position: int) -> np.ndarray [1, V]   the autoregressive step, ints in
+#       and a fresh float32 array out (llama.cpp: no tensor built per token)
+
+
 def forward_last(model: CausalLM, ids: torch.Tensor, positions: torch.Tensor) -> Step:
     """A chain forward whose caller reads only the last row's logits: the adapter's own
     `forward_last` when it has one (the llama.cpp adapter then computes that row only), else

@@ -18,7 +18,8 @@ f16 cache and flash attention, logits differ from transformers' by 2-3e-3 on the
 unified KV cache (`kv_unified`, which a tree forward needs: the leaf sequences share the prefix
 cells) and room for `max_leaves + 1` sequences. Logits are computed only for the rows asked for:
 every row of a forward (verification reads them all), the last one in `forward_last` (prefill and
-draft sync).
+draft sync). `forward_one(token, position)` is the loops' one-token step with ints in and a numpy
+array out.
 
 What it cannot serve is declared missing, so the registry refuses those methods up front: hidden
 states (the "hidden_states" capability: SpecDec++'s head), batched rows ("batch": beam search and
@@ -245,33 +246,41 @@ class LlamaCppLM:
         """A chain forward that computes the logits of its last row only: [1, V]."""
         return Step(logits=self._decode(ids, positions, None, last_only=True))
 
+    def forward_one(self, token: int, position: int) -> np.ndarray:
+        """The autoregressive step, forward(tensor([token]), tensor([position])) with ints in and
+        a numpy array [1, V] out (a fresh copy): no tensor is built per token (the loops use it
+        when an adapter has it; about 5% of greedy's time on zoo:code-target)."""
+        if self._tree is not None:
+            self._drop_tree()
+        base = self._len
+        if base + 1 > len(self._ids):
+            raise DecodeLabError(f"{base + 1} tokens exceed the llama.cpp context of {len(self._ids)} cells")
+        self._tok[0], self._pos[0], self._out[0] = token, position, 1
+        self._run(1, position, position, chain=True)
+        x = self._logits(1)
+        self._base, self._ids[base], self._len = base, token, base + 1
+        return x
+
     def _decode(self, ids, positions, tree_mask, last_only: bool) -> torch.Tensor:
         if ids.ndim != 1:
             raise DecodeLabError("the llama.cpp backend decodes one sequence (no 'batch' capability)")
+        n = int(ids.shape[0])
+        if n == 1 and tree_mask is None:
+            return torch.from_numpy(self.forward_one(int(ids), int(positions)))
         if self._tree is not None:
             self._drop_tree()
-        n, base = int(ids.shape[0]), self._len
+        base = self._len
         if n == 0:
             return torch.empty(0, self.vocab_size)
         if base + n > len(self._ids):
             raise DecodeLabError(f"{base + n} tokens exceed the llama.cpp context of {len(self._ids)} cells")
-        if n == 1 and tree_mask is None:  # the common decode step: scalars, no array conversions
-            ids_np = int(ids)
-            self._tok[0], self._pos[0], self._out[0] = ids_np, int(positions), 1
-            tree = None
-        else:
-            ids_np = ids.numpy() if ids.dtype == torch.long else ids.long().numpy()
-            tree = None if tree_mask is None else _tree_layout(tree_mask.numpy())
-            self._tok[:n] = ids_np
-            self._pos[:n] = positions.numpy()
-            self._out[:n] = 0 if last_only else 1
-            self._out[n - 1] = 1
-        if tree is None:
-            if self._dirty:
-                self._seq[: self._dirty, 0] = 0
-                self._nseq[: self._dirty] = 1
-                self._dirty = 0
-        else:
+        ids_np = ids.numpy() if ids.dtype == torch.long else ids.long().numpy()
+        tree = None if tree_mask is None else _tree_layout(tree_mask.numpy())
+        self._tok[:n] = ids_np
+        self._pos[:n] = positions.numpy()
+        self._out[:n] = 0 if last_only else 1
+        self._out[n - 1] = 1
+        if tree is not None:
             parents, members, leaf_seq = tree
             if not self.trees:
                 raise DecodeLabError("this llama.cpp context has no room for tree forwards (made by "
@@ -288,17 +297,8 @@ class LlamaCppLM:
             self._seq[:n, :k] = seqs
             self._nseq[:n] = counts
             self._dirty = max(self._dirty, n)
-        self._batch.n_tokens = n
-        rc = self._lib.llama_decode(self.ctx, self._batch)
-        if rc != 0:
-            if tree is not None:
-                self._drop_tree()
-            raise DecodeLabError(f"llama_decode failed (code {rc}) on {n} tokens at positions "
-                                 f"{int(positions[0])}..{int(positions[-1])} (see llama.cpp's message above)")
-        self.counter.count(n)
-        rows = 1 if last_only else n
-        logits = torch.empty(rows, self.vocab_size)  # one copy out of llama.cpp's buffer, the cheapest there is
-        ctypes.memmove(logits.data_ptr(), self._lib.llama_get_logits(self.ctx), logits.nbytes)
+        self._run(n, int(positions[0]), int(positions[-1]), chain=tree is None)
+        logits = torch.from_numpy(self._logits(1 if last_only else n))
         self._base = base
         if tree is None:
             self._ids[base:base + n] = ids_np
@@ -306,6 +306,28 @@ class LlamaCppLM:
         else:
             self._tree, self._pending = (tree[0], tree[2]), ids_np.copy()
         return logits
+
+    def _run(self, n: int, first: int, last: int, chain: bool) -> None:
+        """llama_decode the batch's first n rows (positions first..last, for the error message).
+        A chain's rows belong to sequence 0 (rows a tree forward gave other ids are reset first)."""
+        if chain and self._dirty:
+            self._seq[: self._dirty, 0] = 0
+            self._nseq[: self._dirty] = 1
+            self._dirty = 0
+        self._batch.n_tokens = n
+        rc = self._lib.llama_decode(self.ctx, self._batch)
+        if rc != 0:
+            if not chain:
+                self._drop_tree()
+            raise DecodeLabError(f"llama_decode failed (code {rc}) on {n} tokens at positions "
+                                 f"{first}..{last} (see llama.cpp's message above)")
+        self.counter.count(n)
+
+    def _logits(self, rows: int) -> np.ndarray:
+        """The last forward's logits [rows, V]: one copy out of llama.cpp's buffer."""
+        x = np.empty((rows, self.vocab_size), np.float32)
+        ctypes.memmove(x.ctypes.data, self._lib.llama_get_logits(self.ctx), x.nbytes)
+        return x
 
     # -- metadata ------------------------------------------------------------------------------
     @property
