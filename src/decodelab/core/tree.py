@@ -37,7 +37,15 @@ class TokenTree:
         return cls(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long))
 
     def __len__(self) -> int:
+        return self.size
+
+    @cached_property
+    def size(self) -> int:  # len(self), read every step (a tensor's len costs a microsecond)
         return len(self.tokens)
+
+    @cached_property
+    def root(self) -> int:  # tokens[0] as an int
+        return int(self.tokens[0])
 
     @cached_property
     def parent_list(self) -> list[int]:

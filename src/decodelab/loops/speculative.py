@@ -57,7 +57,7 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             room = min(room, target.max_length - n)
         draft = drafter.propose(ctx, max(room, 0))
         tree = draft.tree
-        if int(tree.tokens[0]) != buf[n - 1]:
+        if tree.root != buf[n - 1]:
             raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
         if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
             path, tokens, logits = plain_step(req, draft, ctx, probs, int(buf[n - 1]), n - 1)

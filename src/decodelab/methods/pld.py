@@ -120,11 +120,11 @@ class LookupDrafter:
         match = self.index.find() if max_depth else None
         self.key = match[0] if match else None
         if self.auto is not None:  # called every step, so its clock sees every step
-            k = self.auto.length(max_depth if match else 0, key=self.key, context=len(ctx))
+            k = self.auto.length(max_depth if match else 0, key=self.key, context=len(self.index.ids))
         else:
             k = min(self.config.num_tokens, max_depth) if match else 0
         guess = self.index.copy(match[1], k) if k else []
-        return Draft(TokenTree.chain([int(ctx[-1])] + guess))
+        return Draft(TokenTree.chain([self.index.ids[-1]] + guess))
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         if self.auto is not None:  # a step that drafted nothing changes nothing
