@@ -21,13 +21,21 @@ State: M lives in the caller's `State` (decodelab.state): pass the same State to
 prompts, as the reference does (it never resets M); without one each generation starts from a
 zero M; `reset=True` zeroes the State's M at the start of the run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
 
-`template="auto"` (the default): the template is the best-first tree of N nodes, with N
+`template="auto"` (the default): the largest template is the best-first tree of N nodes, with N
 (0..15, 0: no draft) chosen once per generation to maximise (1 + E(N)) / c(N + 1), E(N) the
 expected accepted length of that tree under _RANK_PROBS and c the target's measured forward
 cost curve (models/costs.py, as sps's and pld's auto lengths use) at the context halfway
 through the generation (prompt + max_new_tokens / 2): the reference's 80 nodes cost
 8x a 1-token step on zoo:code-target-l on llama.cpp and 1.5x on zoo:code-target on torch, where
-top4 ran 1.5x faster than 2.2.2.
+top4 ran 1.5x faster than 2.2.2. Before each step an AutoLength (core/costs.py, as pld's) then
+picks the best-first tree of n <= N nodes from the acceptance measured so far along the accepted
+paths and the steps' measured times, down to plain steps when no tree pays; a root whose row of
+M was never written drafts nothing (its tree would be guesswork). On a compute-bound target
+(zoo:code-target on llama.cpp) the assumed acceptance drafted every step at 0.67x greedy, where
+auto now runs at 0.80-0.82x (the rest is the tree-capable llama.cpp context and the step's
+Python; docs/bench.md). The AutoLength models an n-node tree as a
+chain of depth n, which best-first trees of up to 6 nodes are under _RANK_PROBS (larger ones
+branch, and are valued as deeper chains).
 
 Deviations: (1) several nodes of one tree can hold the same token; the reference's scatter leaves
 the winning row unspecified, we write rows in node order and the accepted path's nodes last, so
@@ -44,8 +52,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import AutoLength
 from ..core.templates import TreeTemplate, best_first_paths
-from ..core.tree import Draft
+from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
 from ..models import costs
@@ -123,40 +132,67 @@ def matrix(req, config: TokenRecyclingConfig) -> torch.Tensor:
 def recycle(matrix: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, path: list[int]) -> None:
     """M[tokens[i]] = top-k of logits[i] for every node i; nodes on `path` are written last.
 
-    matrix: [V, k] int32, updated in place. tokens: [N]. logits: [N, V] target logits per node.
+    matrix: [V, k] int32 (on the CPU), updated in place. tokens: [N]. logits: [N, V] target
+    logits per node. The writes go through numpy: a plain step recycles one row, and torch's
+    indexing costs tens of microseconds a step on llama.cpp's cooled cache.
     """
     k = min(matrix.shape[1], logits.shape[-1])  # a vocabulary smaller than k fills k columns only
-    top = logits.topk(k, dim=-1).indices.to(torch.int32)  # [N, k]
+    top = logits.topk(k, dim=-1).indices.cpu().numpy()  # [N, k] best first
+    m, ids = matrix.numpy(), tokens.tolist()
+    if len(ids) == 1:
+        m[ids[0], :k] = top[0]
+        return
     on_path = set(path)
-    order = [i for i in range(len(tokens)) if i not in on_path] + list(path)
-    last = {t: i for t, i in zip(tokens[order].tolist(), order)}  # a token's last writer wins
-    matrix[torch.tensor(list(last)), :k] = top[torch.tensor(list(last.values()))]
+    order = [i for i in range(len(ids)) if i not in on_path] + list(path)
+    last = {ids[i]: i for i in order}  # a token's last writer wins
+    m[list(last), :k] = top[list(last.values())]
 
 
 class RecyclingDrafter:
-    """Fills the template from M at every step and recycles the target's top-k into M."""
+    """Fills the template from M at every step and recycles the target's top-k into M. auto: the
+    template is the best-first tree (under rank_probs) of n <= len(tree_template) - 1 nodes, n
+    chosen before each step by the AutoLength (0: a plain step)."""
 
-    def __init__(self, matrix: torch.Tensor, tree_template: TreeTemplate):
-        self.matrix, self.template = matrix, tree_template
-        self._cut: dict[int, TreeTemplate] = {}
+    def __init__(self, matrix: torch.Tensor, tree_template: TreeTemplate, auto: AutoLength | None = None,
+                 rank_probs: list[float] | None = None):
+        self.matrix, self.template, self.auto, self.rank_probs = matrix, tree_template, auto, rank_probs
+        self._m = matrix.numpy()  # M's rows read per step without tensor indexing
+        self._cut: dict[tuple[int, int], TreeTemplate] = {}
+        self._depth = 0  # the last draft's depth: the positions it verified
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        if max_depth not in self._cut:
-            self._cut[max_depth] = self.template.truncate(max_depth)
-        return Draft(self._cut[max_depth].fill(int(ctx[-1]), self.matrix))
+        nodes, root = len(self.template) - 1, int(ctx[-1])
+        if self.auto is not None:  # called every step, so its clock sees every step
+            # a token the target has not scored yet has no candidates (its row of M is zeros, where
+            # a written row holds k distinct ids): its tree would be guesswork that teaches the
+            # acceptance estimate nothing about the recycled trees
+            known = bool(self._m[root, 1] or self._m[root, 0])
+            nodes = self.auto.length(nodes if max_depth and known else 0, context=len(ctx))
+        if not nodes or not max_depth:
+            self._depth = 0
+            return Draft(TokenTree.chain([root]))
+        if (nodes, max_depth) not in self._cut:
+            t = self.template if self.auto is None else TreeTemplate.best_first(nodes, self.rank_probs, max_depth=6)
+            self._cut[nodes, max_depth] = t.truncate(max_depth)
+        t = self._cut[nodes, max_depth]
+        self._depth = t.depth
+        return Draft(t.fill(root, self.matrix))
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         recycle(self.matrix, draft.tree.tokens, logits, path)
+        if self.auto is not None:
+            self.auto.update(self._depth, len(path) - 1)
 
 
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
           needs=("tree_mask",), budget=lambda b, given: {"template": f"top{b - 1}"})
 def run(req, config: TokenRecyclingConfig):
+    auto, probs = None, _RANK_PROBS[:config.topk]
     if config.template == "auto":
-        probs = _RANK_PROBS[:config.topk]
         mid = len(req.prompt) + req.max_new_tokens // 2  # the context halfway through the generation
         n = auto_size(costs.curve(req.target, context=mid), probs)
         tree = TreeTemplate.best_first(n, probs, max_depth=6) if n else TreeTemplate((-1,), (-1,))
+        auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target))
     else:
         tree = template(config.template)
-    return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree))
+    return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree, auto, probs))
