@@ -137,6 +137,18 @@ def test_greedy_equality_tiny_models(tiny_pair, tmpl):
     assert out.stats.tau > 1.0, arch
 
 
+def test_auto_greedy_equality_tiny_models(tiny_pair):
+    """template=auto on real models, with the machine's measured curve: whatever sizes it picks
+    (plain steps included), the output is greedy's (whether it drafts is tested on planted curves)."""
+    arch, target, _ = tiny_pair
+    g = torch.Generator().manual_seed(6)
+    prompt = torch.randint(0, target.vocab_size, (12,), generator=g).tolist()
+    state = decodelab.State()
+    own = decodelab.generate(target, prompt, "greedy", max_new_tokens=60, ignore_eos=True).tokens
+    for p in (prompt, prompt + own + prompt):
+        equal_to_greedy("token_recycling", target, p, 40, state=state)
+
+
 def test_state_carries_over_only_when_passed_and_reset_forgets():
     # order 1: the next token depends on the last one only, so recycled rows stay exact
     toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
@@ -167,4 +179,16 @@ def test_sampling_distribution_on_toy():
     tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, template="top4",
                                   state=decodelab.State())
     assert accepted > 100  # drafts were accepted, so the accept path was sampled too
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
+
+
+def test_auto_sampling_distribution_on_toy(monkeypatch):
+    """template=auto in sampling mode (a planted memory-bound curve, so trees are drafted): every
+    tree size the AutoLength picks is verified exactly."""
+    from decodelab.models import costs
+
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: FLAT)
+    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
+    tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State())
+    assert accepted > 100
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
