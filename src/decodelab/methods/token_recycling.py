@@ -108,9 +108,9 @@ def template(name: str) -> TreeTemplate:
 
 @dataclass(frozen=True, kw_only=True)
 class TokenRecyclingConfig(Options):
-    template: str = option("auto", "draft tree: 'auto' (the best-first size that the target's measured "
-                           "forward costs favour, none when no draft pays), '2.2.2' (the reference's 80 "
-                           "nodes) or 'topN' (N nodes, N <= 256, best-first)")
+    template: str = option("auto", "draft tree: 'auto' (best-first, sized before each step from the target's "
+                           "measured forward costs and the acceptance so far, none when no tree pays), "
+                           "'2.2.2' (the reference's 80 nodes) or 'topN' (N nodes, N <= 256, best-first)")
     topk: int = option(8, "candidates kept per token: the columns of M", lo=1, hi=64)
     reset: bool = option(False, "zero the State's matrix before this run instead of carrying it")
 
