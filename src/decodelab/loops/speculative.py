@@ -27,6 +27,7 @@ import torch
 from ..core.sampling import check_finite, greedy_ids
 from ..core.tree import Draft
 from ..core.verify import greedy_verify, rejection_verify
+from ..models.base import forward_one
 from .common import emit, processor, start
 
 
@@ -60,7 +61,7 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
         if tree.root != buf[n - 1]:
             raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
         if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
-            path, tokens, logits = plain_step(req, draft, ctx, probs, int(buf[n - 1]), n - 1)
+            path, tokens, logits = plain_step(req, draft, ctx, probs, n - 1)
         else:
             if int(tree.depths.max()) > max(room, 0):
                 raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
@@ -75,18 +76,13 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             return
 
 
-def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, root: int, pos: int
-               ) -> tuple[list[int], list[int], torch.Tensor]:
-    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward
-    (the adapter's `forward_one` when it has one), then its argmax, or the draw from p that
-    rejection sampling makes at a leaf; nothing to verify or commit (the forward appended the root
-    to the cache). root: ctx[-1]; pos: its position, len(ctx) - 1. -> ([0], [token], logits [1, V])"""
-    one = getattr(req.target, "forward_one", None)
-    if one is not None:
-        x = one(root, pos)
-        logits = torch.from_numpy(x)
-    else:
-        x = logits = req.target.forward(draft.tree.tokens, torch.tensor([pos])).logits  # [1, V]
+def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: int) -> tuple[list[int], list[int], torch.Tensor]:
+    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
+    then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
+    or commit (the forward appended the root to the cache). pos: the root's position, len(ctx) - 1.
+    -> ([0], [token], logits [1, V])"""
+    x = forward_one(req.target, draft.tree.root, pos)
+    logits = torch.as_tensor(x)
     if req.greedy:
         return [0], greedy_ids(x), logits
     check_finite(logits)
