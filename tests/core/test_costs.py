@@ -251,3 +251,67 @@ def test_a_curve_cached_on_a_busy_machine_is_measured_again(tmp_path, monkeypatc
     path.write_text(json.dumps(fast))
     monkeypatch.setattr(costs, "measure", lambda *a: pytest.fail("measured again"))
     assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == fast["seconds"]
+
+
+def test_a_generation_rests_when_no_draft_could_pay_then_probes():
+    """rest(): PROBE_MAX plain steps when even always-accepted drafts lose at the measured costs
+    (before the first step too), none when some length could pay; after a rest the next step
+    probes, its time is kept (the rest's steps are not), and the next rest comes within RECOST
+    steps."""
+    from decodelab.core.costs import RECOST
+
+    assert AutoLength(FLAT, clock=None).rest() == 0
+    now = [0.0]
+    auto = AutoLength(LINEAR, per_token=0.5, clock=lambda: now[0])
+    assert auto.length(10) == 0  # the first step (its time is never kept: it catches up on the prompt)
+    now[0] += 1.0
+    assert auto.rest() == PROBE_MAX
+    now[0] += 1000.0  # the rested steps
+    assert auto.length(10) == 1 and auto.seen == {}  # the probe
+    now[0] += 2.5  # its step
+    auto.update(1, 1)
+    steps = 0
+    while not auto.rest():
+        assert auto.length(10) == 0
+        now[0] += 1.0
+        steps += 1
+    assert auto.seen[1] == 2.5 and steps <= RECOST
+
+
+def test_step_times_carry_over_to_the_next_generation():
+    """A drafted step that costs far more than the curve says (the Python around it) stops the
+    drafting within one generation; a later generation sharing its step times (models/costs.clock)
+    does not draft at all, where one without them drafts at first again."""
+    mid = [0.0] + [1.0 + 0.1 * (n - 1) for n in range(1, 17)]
+    now, kept = [0.0], {}
+
+    def generation(seen) -> list[int]:
+        auto, picks = AutoLength(mid, clock=lambda: now[0], seen=seen), []
+        resting = auto.rest()  # as the speculative loop asks: before the first step, after each other
+        while len(picks) < 40:
+            if resting:
+                resting, g = resting - 1, 0
+            else:
+                g = auto.length(8)
+                auto.update(g, int(0.8 * g))
+                resting = auto.rest()
+            picks.append(g)
+            now[0] += mid[g + 1] + 3.0 * g  # each drafted token costs three steps more than the curve says
+        return picks
+
+    first = generation(kept)
+    assert first[0] > 0 and first[-10:] == [0] * 10 and kept
+    assert generation(kept) == [0] * 40
+    assert generation(None)[0] > 0
+
+
+def test_step_times_are_shared_per_model_and_kind_of_draft(tiny_dirs):
+    lm = decodelab.load(tiny_dirs["llama"][0])
+    other = decodelab.load(tiny_dirs["qwen2"][0])
+    kept = costs.clock(lm, "pld")
+    kept[1] = 0.5
+    assert costs.clock(lm.fresh(), "pld") is kept  # fresh() copies share it
+    assert costs.clock(lm, "token_recycling") == {} and costs.clock(lm, "sps", other) == {}
+    assert costs.clock(lm, "sps", other) is costs.clock(lm.fresh(), "sps", other.fresh())
+    toy = ToyLM.random(8)  # no cache key: nothing says two toys are alike, so nothing is shared
+    assert costs.clock(toy, "pld") is not costs.clock(toy, "pld")

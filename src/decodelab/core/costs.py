@@ -24,7 +24,11 @@ more often than a 1-gram one). While g = 0 nothing is verified, so a step drafts
 and then to keep the estimate current: after PROBE_EVERY idle steps, the wait doubling after
 each probe that does not bring drafting back (up to PROBE_MAX: a probe costs a draft model its
 catching up), and PROBE_MAX steps when even always-accepted drafts would not pay at the measured
-costs. T(g) is corrected online by the steps' measured time (AutoLength).
+costs. T(g) is corrected online by the steps' measured time (AutoLength). And when, at the measured
+costs, no draft of any length would pay even if always accepted, the generation rests: `rest()`
+tells the drafter to skip PROBE_MAX steps outright (the speculative loop takes them as plain steps
+without asking it: on a small llama.cpp model the asking costs as much as a tenth of a step), and
+then a probe measures the costs again.
 """
 from __future__ import annotations
 
@@ -87,9 +91,13 @@ class AutoLength:
     fitted as a + b g over the drafting lengths seen (least squares; b = 0 while one length is
     seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock
     only steers the choice: nothing measured here is reported. clock=None: the curve alone
-    decides."""
+    decides. seen: where the step times are kept (models/costs.clock: one dict per kind of draft
+    and model, so that a generation starts from what the ones before it measured instead of
+    from the curve alone, whose errors had the first steps of every generation draft where
+    drafting did not pay); None: this generation's own."""
 
-    def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0):
+    def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0,
+                 seen: dict | None = None):
         self._target_at = target if callable(target) else None
         self._per_token_at = per_token if callable(per_token) else None
         self.context = 0  # the context length the curves were read at
@@ -100,9 +108,12 @@ class AutoLength:
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
-        self.seen: dict[int, float] = {}  # draft length -> average seconds of a step with it
+        self.seen: dict[int, float] = {} if seen is None else seen  # draft length -> average seconds of a step with it
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         self._choices: dict = {}  # (key, previous length, max_len) -> length, while costs and rates hold
+        self._hopeless = False  # no draft pays at the corrected costs, even always accepted
+        self._rested = False  # a rest has ended: the next step that could draft probes
+        self._begun = False  # a step has been taken (the first one's time is not kept)
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
 
@@ -165,7 +176,21 @@ class AutoLength:
                            for n, c in enumerate(self.target)]
             self._age, self._nseen = 0, len(self.seen)
             self._choices.clear()
+            self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, len(self._costs))
         return self._costs
+
+    def rest(self) -> int:
+        """How many steps to take without drafting and without calling `length` (nor `update`): PROBE_MAX
+        when, at the costs corrected so far, no draft of any length would pay even if always
+        accepted (a plain step that skips the drafter's bookkeeping costs less than one that asks);
+        else 0. After a rest the next step that could draft probes, and its time is kept (the
+        clock starts again: the rest's steps are not timed)."""
+        if self._costs is None:  # before the first step: the curve alone (and any step times kept in `seen`)
+            self._corrected()
+        if not self._hopeless:
+            return 0
+        self._hopeless, self._last, self._rested = False, (None, 0, False, False), True  # untimed, after plain steps
+        return PROBE_MAX
 
     def length(self, max_len: int, key=None, context: int | None = None) -> int:
         """The draft length for the next step (at most max_len; 0: no draft), for a draft of kind
@@ -179,14 +204,15 @@ class AutoLength:
             if self._per_token_at:
                 self.per_token, self._costs = self._per_token_at(context), None
         prev = self._last[1] if self._last is not None else None
-        if self._last is not None and now is not None:
+        if self._last is not None and now is not None and self._last[0] is not None:
             t0, g0, first, switched = self._last
             dt, old = now - t0 - (self.switch if switched else 0.0), self.seen.get(g0)
             if not first:  # the first step also pays the draft's catching up on the prompt
                 self.seen[g0] = dt if old is None else old + EMA * (dt - old)
+        first, self._begun = not self._begun, True
         if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
             now = self.clock() if self.clock is not None else 0.0
-            self._last = (now, 0, self._last is None, prev not in (None, 0))
+            self._last = (now, 0, first, prev not in (None, 0))
             return 0
         costs = self._corrected()
         # the choice changes only with the costs, the rates or the previous length: most steps
@@ -202,16 +228,17 @@ class AutoLength:
             # a probe; the next one waits twice as long. When even drafts that are always accepted
             # would not pay at the measured costs, no acceptance rate can change the choice: the
             # probes only re-measure the costs, PROBE_MAX steps apart (checked once per wait: the
-            # check costs as much as the choice)
-            if idle[0] >= idle[1]:
+            # check costs as much as the choice), or after a rest
+            if self._rested:
+                g, idle[0], self._rested = 1, 0, False
+            elif idle[0] >= idle[1]:
                 if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len):
                     g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
                 else:
                     idle[1] = PROBE_MAX
         elif g:
             idle[0], idle[1] = 0, PROBE_EVERY
-        self._last = (self.clock() if self.clock is not None else 0.0, g, self._last is None,
-                      prev is not None and g != prev)
+        self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
 
     def _switched(self, costs: list[float], prev: int | None) -> list[float]:

@@ -76,8 +76,8 @@ def step_trace(out: list[int], tree, path) -> StepTrace:
                      parents=[p - 1 for p in tree.parent_list[1:]], path=[i - 1 for i in path[1:]])
 
 
-def token_logprobs(logits: torch.Tensor, tokens: list[int]) -> list[float]:
+def token_logprobs(logits, tokens: list[int]) -> list[float]:
     """log p(token) under the raw target distribution (temperature 1, no filters), as vLLM
-    reports by default. logits: [K, V], tokens: K ids."""
-    rows = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
+    reports by default. logits: [K, V] (a tensor or a numpy array), tokens: K ids."""
+    rows = torch.log_softmax(torch.as_tensor(logits).float(), dim=-1)  # [K, V]
     return rows[torch.arange(len(tokens)), torch.tensor(tokens, dtype=torch.long)].tolist()

@@ -10,6 +10,12 @@ The sampling processors that read the context (penalties, DRY) get each node's o
 committed tokens and the node's ancestors), so p at every node is exactly the distribution plain
 sampling draws from after that prefix, and verification stays exact with them.
 
+Rests: a drafter may also have `rest()`, asked before the first step and after every step it
+observed, which names a number of plain steps to take next without asking it (core.costs.AutoLength
+decides this when no draft could pay at the measured costs): those steps are the plain steps it
+would have been asked for, minus its bookkeeping, which on a small llama.cpp model costs as much
+as a tenth of a step. A greedy plain step hands the adapter's numpy logits on unconverted.
+
 Extra nodes (Draft.extra, core.tree.ExtraNodes; PPD's prompt tokens): a draft may carry nodes that
 are forwarded with the tree, as input embeddings (forward(..., embeds=...), the "embeds"
 capability), but are never verified, accepted or committed: verification reads the tree's rows
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 
 from ..core.sampling import check_finite, greedy_ids
-from ..core.tree import Draft
+from ..core.tree import Draft, TokenTree
 from ..core.verify import greedy_verify, rejection_verify
 from ..models.base import forward_one
 from .common import emit, processor, start
@@ -37,6 +43,10 @@ class Drafter(Protocol):
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         """Learn from a verified step: accepted node path (root first) and target logits [N, V]."""
+
+    # optional: rest() -> int, asked before the first step and after every step it observed: how many
+    # plain steps to take next without calling propose or observe (it would draft nothing in them:
+    # core.costs.AutoLength.rest)
 
 
 def decode(req, drafter: Drafter) -> Iterator[list[int]]:
@@ -51,22 +61,32 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
     ids = torch.from_numpy(buf)
     new = 0
     probs = processor(req)
+    rest = getattr(drafter, "rest", None)
+    resting = rest() if rest is not None else 0
     while True:
-        ctx = ids[:n]
-        room = req.max_new_tokens - new - 1  # the bonus token always comes on top of the draft
-        if target.max_length is not None:
-            room = min(room, target.max_length - n)
-        draft = drafter.propose(ctx, max(room, 0))
-        tree = draft.tree
-        if tree.root != buf[n - 1]:
-            raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
-        if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
-            path, tokens, logits = plain_step(req, draft, ctx, probs, n - 1)
+        if resting:  # a plain step that the drafter sits out
+            resting -= 1
+            tree, path = TokenTree.chain([int(buf[n - 1])]), [0]
+            tokens, logits = plain_step(req, tree, ids, n, probs)
         else:
-            if int(tree.depths.max()) > max(room, 0):
-                raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
-            path, tokens, logits = verify_step(req, draft, ctx, probs)
-        drafter.observe(draft, path, logits)
+            ctx = ids[:n]
+            room = req.max_new_tokens - new - 1  # the bonus token always comes on top of the draft
+            if target.max_length is not None:
+                room = min(room, target.max_length - n)
+            draft = drafter.propose(ctx, max(room, 0))
+            tree = draft.tree
+            if tree.root != buf[n - 1]:
+                raise RuntimeError(f"{type(drafter).__name__} proposed a tree not rooted at the last token")
+            if len(tree) == 1 and draft.extra is None:  # nothing drafted: a plain decoding step
+                tokens, logits = plain_step(req, tree, ids, n, probs)
+                path, logits = [0], torch.as_tensor(logits)
+            else:
+                if int(tree.depths.max()) > max(room, 0):
+                    raise RuntimeError(f"{type(drafter).__name__} proposed a tree deeper than allowed")
+                path, tokens, logits = verify_step(req, draft, ctx, probs)
+            drafter.observe(draft, path, logits)
+            if rest is not None:
+                resting = rest()
         out, done = emit(req, tokens, new, logits[path] if req.logprobs is not None else None, tree, path)
         buf[n:n + len(out)] = out
         n += len(out)
@@ -76,18 +96,19 @@ def decode(req, drafter: Drafter) -> Iterator[list[int]]:
             return
 
 
-def plain_step(req, draft: Draft, ctx: torch.Tensor, probs, pos: int) -> tuple[list[int], list[int], torch.Tensor]:
-    """A step without draft tokens, taken as the autoregressive loop takes it: the root's forward,
-    then its argmax, or the draw from p that rejection sampling makes at a leaf; nothing to verify
-    or commit (the forward appended the root to the cache). pos: the root's position, len(ctx) - 1.
-    -> ([0], [token], logits [1, V])"""
-    x = forward_one(req.target, draft.tree.root, pos)
-    logits = torch.as_tensor(x)
+def plain_step(req, tree: TokenTree, ids: torch.Tensor, n: int, probs) -> tuple[list[int], object]:
+    """A step without draft tokens (tree: the root alone, ids[n - 1]), taken as the autoregressive
+    loop takes it: the root's forward at position n - 1, then its argmax, or the draw from p that
+    rejection sampling makes at a leaf; nothing to verify or commit (the forward appended the root
+    to the cache). ids: the context so far (its first n tokens). -> ([token], logits [1, V]: a numpy
+    array from adapters whose one-token forward gives one, which a greedy step does not convert)"""
+    x = forward_one(req.target, tree.root, n - 1)
     if req.greedy:
-        return [0], greedy_ids(x), logits
+        return greedy_ids(x), x
+    logits = torch.as_tensor(x)
     check_finite(logits)
-    contexts = [ctx.tolist()] if req.sampling.history else None
-    return [0], [rejection_verify(draft.tree, probs(logits, contexts), draft.q, req.rng)[1]], logits
+    contexts = [ids[:n].tolist()] if req.sampling.history else None
+    return [rejection_verify(tree, probs(logits, contexts), None, req.rng)[1]], logits
 
 
 def verify_step(req, draft: Draft, ctx: torch.Tensor, probs) -> tuple[list[int], list[int], torch.Tensor]:

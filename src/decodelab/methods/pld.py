@@ -7,7 +7,8 @@ as a chain; no match gives an empty draft (a plain greedy step). The speculative
 the chain in one target forward. num_tokens = "auto" (the default) sets the draft length before
 each step from the target's measured forward cost curve (core/costs.py: a lookup draft costs
 nothing to make) and the acceptance so far of drafts copied after a match of that n-gram length,
-at the context's length, down to no draft when drafting cannot pay. The lookup runs on an index of the
+at the context's length, down to no draft when drafting cannot pay (and no lookups either while
+even always-accepted drafts would not pay: AutoLength.rest). The lookup runs on an index of the
 context's n-grams kept up to date as tokens are committed (NgramIndex; `lookup` is the same search
 written directly, over the whole context).
 
@@ -130,11 +131,15 @@ class LookupDrafter:
         if self.auto is not None:  # a step that drafted nothing changes nothing
             self.auto.update(len(draft.tree) - 1, len(path) - 1, key=self.key)
 
+    def rest(self) -> int:  # the index catches up on the skipped tokens at the next propose
+        return self.auto.rest() if self.auto is not None else 0
+
 
 @register("pld", family="speculative", config=PLDConfig, lossless="sampling", budget="num_tokens",
           peer="hf:prompt-lookup")
 def run(req, config: PLDConfig):
     auto = None
     if config.num_tokens is None:
-        auto = AutoLength(lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target))
+        auto = AutoLength(lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target),
+                          seen=costs.clock(req.target, "pld"))
     return speculative.decode(req, LookupDrafter(config, auto))

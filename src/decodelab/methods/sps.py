@@ -13,7 +13,8 @@ Lossless for greedy and for sampling. Expected tokens per target forward at acce
 Draft length. gamma = "auto" (the default) chooses gamma before every step from the measured cost
 curves of both models at the context's length (models/costs.py: the target's forward of 1..16
 tokens, the draft's 1-token forward) and the acceptance rate measured so far in the generation
-(core/costs.py), down to 0, a plain target step, when no draft pays; a fixed gamma keeps it
+(core/costs.py), down to 0, a plain target step, when no draft pays (and no draft forwards at all
+while even always-accepted drafts would not pay: AutoLength.rest); a fixed gamma keeps it
 (gpt-fast's 5 was the old default: on a CPU, where a small model's step costs almost linearly in
 its tokens, it loses to gamma 2). Schedules: "constant" keeps gamma; "heuristic" is transformers'
 assisted-generation rule: gamma + 2 after a fully accepted draft, gamma - 1 (at least 1)
@@ -51,7 +52,8 @@ class AutoChainDrafter(ChainDrafter):
     def __init__(self, req):
         super().__init__(req, 0)
         self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
-                               lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target))
+                               lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target),
+                               seen=costs.clock(req.target, "sps", req.draft))
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         self.gamma = self.auto.length(max_depth, context=len(ctx))
@@ -60,6 +62,9 @@ class AutoChainDrafter(ChainDrafter):
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         self.auto.update(len(draft.tree) - 1, len(path) - 1)  # a step that drafted nothing changes nothing
         super().observe(draft, path, logits)
+
+    def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
+        return self.auto.rest()
 
 
 class HeuristicChainDrafter(ChainDrafter):

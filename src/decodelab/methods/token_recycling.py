@@ -30,7 +30,9 @@ through the generation (prompt + max_new_tokens / 2): the reference's 80 nodes c
 top4 ran 1.5x faster than 2.2.2. Before each step an AutoLength (core/costs.py, as pld's) then
 picks the best-first tree of n <= N nodes from the acceptance measured so far along the accepted
 paths and the steps' measured times, down to plain steps when no tree pays; a root whose row of
-M was never written drafts nothing (its tree would be guesswork). On a compute-bound target
+M was never written drafts nothing (its tree would be guesswork). While even always-accepted
+trees would not pay (AutoLength.rest), or N is 0, the drafter sits steps out, and those plain
+steps recycle nothing into M. On a compute-bound target
 (zoo:code-target on llama.cpp) the assumed acceptance drafted every step at 0.67x greedy, where
 auto now runs at 0.80-0.82x (the rest is the tree-capable llama.cpp context and the step's
 Python; docs/bench.md). The AutoLength models an n-node tree as a
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.costs import AutoLength
+from ..core.costs import PROBE_MAX, AutoLength
 from ..core.templates import TreeTemplate, best_first_paths
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
@@ -183,6 +185,11 @@ class RecyclingDrafter:
         if self.auto is not None:
             self.auto.update(self._depth, len(path) - 1)
 
+    def rest(self) -> int:  # the skipped plain steps recycle nothing: their rows of M wait
+        if self.auto is None:
+            return 0
+        return PROBE_MAX if len(self.template) == 1 else self.auto.rest()  # no tree at all: never drafts
+
 
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
           needs=("tree_mask",), budget=lambda b, given: {"template": f"top{b - 1}"})
@@ -192,7 +199,8 @@ def run(req, config: TokenRecyclingConfig):
         mid = len(req.prompt) + req.max_new_tokens // 2  # the context halfway through the generation
         n = auto_size(costs.curve(req.target, context=mid), probs)
         tree = TreeTemplate.best_first(n, probs, max_depth=6) if n else TreeTemplate((-1,), (-1,))
-        auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target))
+        auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target),
+                          seen=costs.clock(req.target, f"token_recycling|{n}"))
     else:
         tree = template(config.template)
     return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree, auto, probs))

@@ -105,6 +105,18 @@ def switch(lm) -> float:
     return _points(lm, N_MAX).get("switch", 0.0)
 
 
+def clock(lm, kind: str, draft=None) -> dict:
+    """Where AutoLength keeps the step times it measures for drafts of `kind` on this model (and
+    draft model): a dict shared by the adapter's fresh() copies, at this thread count, kept for the
+    process only. The curve leaves out the Python around a step and the forwards' cost inside a
+    generation, which the clock measures: every generation after the first starts from it. A new
+    dict each call for a model without a cache key (nothing says two such models are alike)."""
+    memo, keys = getattr(lm, "costs", None), [_key(m) for m in (lm, draft) if m is not None]
+    if memo is None or None in keys:
+        return {}
+    return memo.setdefault(("clock", kind, *keys), {})
+
+
 def measure(lm, n_max: int) -> dict:
     """Time the forwards on a fresh adapter (its own cache), tokens cycling through the vocabulary,
     after CONTEXT tokens and, where the model's context has room, after FAR."""
