@@ -261,6 +261,8 @@ def test_a_generation_rests_when_no_draft_could_pay_then_probes():
     from decodelab.core.costs import RECOST
 
     assert AutoLength(FLAT, clock=None).rest() == 0
+    knee = [0.0, 1.0, 2.0, 3.0] + [3.0 + 0.1 * (n - 3) for n in range(4, 17)]  # only long drafts could pay
+    assert AutoLength(knee, clock=None).rest() == 0 and AutoLength(knee, clock=None).rest(longest=2) == PROBE_MAX
     now = [0.0]
     auto = AutoLength(LINEAR, per_token=0.5, clock=lambda: now[0])
     assert auto.length(10) == 0  # the first step (its time is never kept: it catches up on the prompt)

@@ -111,8 +111,9 @@ class AutoLength:
         self.seen: dict[int, float] = {} if seen is None else seen  # draft length -> average seconds of a step with it
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         self._choices: dict = {}  # (key, previous length, max_len) -> length, while costs and rates hold
-        self._hopeless = False  # no draft pays at the corrected costs, even always accepted
+        self._hopeless: bool | None = None  # no draft pays at the corrected costs, even always accepted (None: not asked yet)
         self._rested = False  # a rest has ended: the next step that could draft probes
+        self._probing = False  # that probe's step is under way
         self._begun = False  # a step has been taken (the first one's time is not kept)
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
@@ -176,20 +177,26 @@ class AutoLength:
                            for n, c in enumerate(self.target)]
             self._age, self._nseen = 0, len(self.seen)
             self._choices.clear()
-            self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, len(self._costs))
+            self._hopeless = None  # rest() asks again
         return self._costs
 
-    def rest(self) -> int:
+    def rest(self, longest: int | None = None) -> int:
         """How many steps to take without drafting and without calling `length` (nor `update`): PROBE_MAX
-        when, at the costs corrected so far, no draft of any length would pay even if always
-        accepted (a plain step that skips the drafter's bookkeeping costs less than one that asks);
-        else 0. After a rest the next step that could draft probes, and its time is kept (the
-        clock starts again: the rest's steps are not timed)."""
+        when, at the costs corrected so far, no draft of up to `longest` tokens (default: any the
+        curve covers) would pay even if always accepted (a plain step that skips the drafter's
+        bookkeeping costs less than one that asks); else 0. After a rest the next step that
+        could draft probes, and no rest comes before its time is kept (the clock starts again at
+        the probe: the rest's steps are not timed)."""
         if self._costs is None:  # before the first step: the curve alone (and any step times kept in `seen`)
             self._corrected()
+        if self._rested or self._probing:
+            return 0
+        if self._hopeless is None:  # once per recomputation of the costs
+            longest = len(self._costs) if longest is None else longest
+            self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest)
         if not self._hopeless:
             return 0
-        self._hopeless, self._last, self._rested = False, (None, 0, False, False), True  # untimed, after plain steps
+        self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
 
     def length(self, max_len: int, key=None, context: int | None = None) -> int:
@@ -209,7 +216,7 @@ class AutoLength:
             dt, old = now - t0 - (self.switch if switched else 0.0), self.seen.get(g0)
             if not first:  # the first step also pays the draft's catching up on the prompt
                 self.seen[g0] = dt if old is None else old + EMA * (dt - old)
-        first, self._begun = not self._begun, True
+        first, self._begun, self._probing = not self._begun, True, False
         if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
             now = self.clock() if self.clock is not None else 0.0
             self._last = (now, 0, first, prev not in (None, 0))
@@ -230,14 +237,14 @@ class AutoLength:
             # probes only re-measure the costs, PROBE_MAX steps apart (checked once per wait: the
             # check costs as much as the choice), or after a rest
             if self._rested:
-                g, idle[0], self._rested = 1, 0, False
+                g, idle[0], self._rested, self._probing = 1, 0, False, True
             elif idle[0] >= idle[1]:
                 if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len):
                     g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
                 else:
                     idle[1] = PROBE_MAX
         elif g:
-            idle[0], idle[1] = 0, PROBE_EVERY
+            idle[0], idle[1], self._rested = 0, PROBE_EVERY, False
         self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
 

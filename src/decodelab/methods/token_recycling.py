@@ -188,7 +188,8 @@ class RecyclingDrafter:
     def rest(self) -> int:  # the skipped plain steps recycle nothing: their rows of M wait
         if self.auto is None:
             return 0
-        return PROBE_MAX if len(self.template) == 1 else self.auto.rest()  # no tree at all: never drafts
+        nodes = len(self.template) - 1  # the largest tree it drafts (none: it never drafts)
+        return self.auto.rest(longest=nodes) if nodes else PROBE_MAX
 
 
 @register("token_recycling", family="speculative", config=TokenRecyclingConfig, lossless="sampling",
