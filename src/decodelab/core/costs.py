@@ -87,11 +87,12 @@ class AutoLength:
     The curve leaves out what the step costs around the forwards (drafting, verifying and
     committing in Python: about 0.1-0.3 ms on a CPU, as much as a whole llama.cpp forward of a
     small model). So `length` also reads the clock: the time from one call to the next is the
-    step just taken, kept per draft length (an exponential average), and the model's error is
-    fitted as a + b g over the drafting lengths seen (least squares; b = 0 while one length is
-    seen) and added to T(g); a step without a draft (g = 0) gets its own measured error. The clock
+    step just taken, and its error against the model at the step's context is kept per draft
+    length (an exponential average); the errors are fitted as a + b g over the drafting lengths
+    seen (least squares; b = 0 while one length is seen) and added to T(g); a step without a draft
+    (g = 0) gets its own measured error. The clock
     only steers the choice: nothing measured here is reported. clock=None: the curve alone
-    decides. seen: where the step times are kept (models/costs.clock: one dict per kind of draft
+    decides. seen: where the errors are kept (models/costs.clock: one dict per kind of draft
     and model, so that a generation starts from what the ones before it measured instead of
     from the curve alone, whose errors had the first steps of every generation draft where
     drafting did not pay); None: this generation's own."""
@@ -108,7 +109,8 @@ class AutoLength:
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
-        self.seen: dict[int, float] = {} if seen is None else seen  # draft length -> average seconds of a step with it
+        # draft length -> average seconds a step with it took beyond the model (the curve and drafting)
+        self.seen: dict[int, float] = {} if seen is None else seen
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         self._choices: dict = {}  # (key, previous length, max_len) -> length, while costs and rates hold
         self._hopeless: bool | None = None  # no draft pays at the corrected costs, even always accepted (None: not asked yet)
@@ -155,7 +157,7 @@ class AutoLength:
         the drafting lengths (g >= 1; none seen yet: g = 0's error) or over g = 0 alone (a step
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
-        every = [(g, t - self.model(g)) for g, t in self.seen.items() if g + 1 < len(self.target)]
+        every = [(g, e) for g, e in self.seen.items() if g + 1 < len(self.target)]
         pts = [(g, e) for g, e in every if (g > 0) == drafting] or (every if drafting else [])
         if not pts:
             return 0.0, 0.0
@@ -204,19 +206,21 @@ class AutoLength:
         `key`, `context` tokens into the sequence. Call it once per step, max_len 0 included: the
         time between calls is the step's."""
         now = self.clock() if self.clock is not None else None
+        prev = self._last[1] if self._last is not None else None
+        if self._last is not None and now is not None and self._last[0] is not None:
+            t0, g0, first, switched = self._last
+            # the step's error against the curve at the context it ran at (errors carry over from
+            # one context, and one generation, to the next better than times do)
+            err, old = now - t0 - (self.switch if switched else 0.0) - self.model(g0), self.seen.get(g0)
+            if not first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
+                self.seen[g0] = err if old is None else old + EMA * (err - old)
+        first, self._begun, self._probing = not self._begun, True, False
         if context is not None and abs(context - self.context) >= RECURVE:
             self.context = context
             if self._target_at:
                 self.target, self._costs = self._target_at(context), None
             if self._per_token_at:
                 self.per_token, self._costs = self._per_token_at(context), None
-        prev = self._last[1] if self._last is not None else None
-        if self._last is not None and now is not None and self._last[0] is not None:
-            t0, g0, first, switched = self._last
-            dt, old = now - t0 - (self.switch if switched else 0.0), self.seen.get(g0)
-            if not first:  # the first step also pays the draft's catching up on the prompt
-                self.seen[g0] = dt if old is None else old + EMA * (dt - old)
-        first, self._begun, self._probing = not self._begun, True, False
         if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
             now = self.clock() if self.clock is not None else 0.0
             self._last = (now, 0, first, prev not in (None, 0))
