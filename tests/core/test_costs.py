@@ -277,7 +277,7 @@ def test_a_generation_rests_when_no_draft_could_pay_then_probes():
         assert auto.length(10) == 0
         now[0] += 1.0
         steps += 1
-    assert auto.seen[1] == 0.5 and steps <= RECOST
+    assert list(auto.seen[1]) == [0.5] and steps <= RECOST
 
 
 def test_step_times_carry_over_to_the_next_generation():

@@ -33,12 +33,15 @@ then a probe measures the costs again.
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 
 PRIOR_ACCEPT, PRIOR_REJECT = 3.0, 2.0
 PROBE_EVERY = 16
 PROBE_MAX = 256
-EMA = 0.2  # weight of the newest step time in a length's average
+RECENT = 9  # step times kept per draft length: their median is its error (one slow step, a cooled cache
+# after the prompt's prefill or the machine's other work, moves no median)
 FLOOR = 0.25  # corrected step costs stay above this share of the measured curve
 RECURVE = 16  # context tokens between re-reads of a context-dependent curve
 RECOST = 8  # calls between recomputations of the clock-corrected curve
@@ -88,7 +91,7 @@ class AutoLength:
     committing in Python: about 0.1-0.3 ms on a CPU, as much as a whole llama.cpp forward of a
     small model). So `length` also reads the clock: the time from one call to the next is the
     step just taken, and its error against the model at the step's context is kept per draft
-    length (an exponential average); the errors are fitted as a + b g over the drafting lengths
+    length (the median of the last RECENT); the errors are fitted as a + b g over the drafting lengths
     seen (least squares; b = 0 while one length is seen) and added to T(g); a step without a draft
     (g = 0) gets its own measured error. The clock
     only steers the choice: nothing measured here is reported. clock=None: the curve alone
@@ -109,8 +112,8 @@ class AutoLength:
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
-        # draft length -> average seconds a step with it took beyond the model (the curve and drafting)
-        self.seen: dict[int, float] = {} if seen is None else seen
+        # draft length -> the last RECENT steps' seconds beyond the model (the curve and drafting)
+        self.seen: dict[int, deque] = {} if seen is None else seen
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
         self._choices: dict = {}  # (key, previous length, max_len) -> length, while costs and rates hold
         self._hopeless: bool | None = None  # no draft pays at the corrected costs, even always accepted (None: not asked yet)
@@ -157,7 +160,7 @@ class AutoLength:
         the drafting lengths (g >= 1; none seen yet: g = 0's error) or over g = 0 alone (a step
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
-        every = [(g, e) for g, e in self.seen.items() if g + 1 < len(self.target)]
+        every = [(g, statistics.median(e)) for g, e in self.seen.items() if g + 1 < len(self.target)]
         pts = [(g, e) for g, e in every if (g > 0) == drafting] or (every if drafting else [])
         if not pts:
             return 0.0, 0.0
@@ -211,9 +214,9 @@ class AutoLength:
             t0, g0, first, switched = self._last
             # the step's error against the curve at the context it ran at (errors carry over from
             # one context, and one generation, to the next better than times do)
-            err, old = now - t0 - (self.switch if switched else 0.0) - self.model(g0), self.seen.get(g0)
+            err = now - t0 - (self.switch if switched else 0.0) - self.model(g0)
             if not first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
-                self.seen[g0] = err if old is None else old + EMA * (err - old)
+                self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
         first, self._begun, self._probing = not self._begun, True, False
         if context is not None and abs(context - self.context) >= RECURVE:
             self.context = context
