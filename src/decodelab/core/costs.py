@@ -25,7 +25,7 @@ and then to keep the estimate current: after PROBE_EVERY idle steps, the wait do
 each probe that does not bring drafting back (up to PROBE_MAX: a probe costs a draft model its
 catching up), and PROBE_MAX steps when even always-accepted drafts would not pay at the measured
 costs. T(g) is corrected online by the steps' measured time (AutoLength). And when, at the measured
-costs, no draft of any length would pay even if always accepted, the generation rests: `rest()`
+costs, no draft the drafter could make would pay even if always accepted, the generation rests: `rest()`
 tells the drafter to skip PROBE_MAX steps outright (the speculative loop takes them as plain steps
 without asking it: on a small llama.cpp model the asking costs as much as a tenth of a step), and
 then a probe measures the costs again.

@@ -33,9 +33,10 @@ paths and the steps' measured times, down to plain steps when no tree pays; a ro
 M was never written drafts nothing (its tree would be guesswork). While even always-accepted
 trees would not pay (AutoLength.rest), or N is 0, the drafter sits steps out, and those plain
 steps recycle nothing into M. On a compute-bound target
-(zoo:code-target on llama.cpp) the assumed acceptance drafted every step at 0.67x greedy, where
-auto now runs at 0.80-0.82x (the rest is the tree-capable llama.cpp context and the step's
-Python; docs/bench.md). The AutoLength models an n-node tree as a
+(zoo:code-target on llama.cpp) the assumed acceptance drafted every step at 0.67x greedy; the
+per-step choice brought that to 0.80-0.82x, and the rests to 0.91-0.96x llama.cpp's own greedy
+(what is left is mostly the tree-capable llama.cpp context; docs/llamacpp.md). The AutoLength
+models an n-node tree as a
 chain of depth n, which best-first trees of up to 6 nodes are under _RANK_PROBS (larger ones
 branch, and are valued as deeper chains).
 

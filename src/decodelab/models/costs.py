@@ -106,11 +106,12 @@ def switch(lm) -> float:
 
 
 def clock(lm, kind: str, draft=None) -> dict:
-    """Where AutoLength keeps the step times it measures for drafts of `kind` on this model (and
-    draft model): a dict shared by the adapter's fresh() copies, at this thread count, kept for the
-    process only. The curve leaves out the Python around a step and the forwards' cost inside a
-    generation, which the clock measures: every generation after the first starts from it. A new
-    dict each call for a model without a cache key (nothing says two such models are alike)."""
+    """Where AutoLength keeps what its clock measures for drafts of `kind` on this model (and draft
+    model): each draft length's recent step times beyond the curve. A dict shared by the adapter's
+    fresh() copies, at this thread count, kept for the process only. The curve leaves out the
+    Python around a step and what a forward costs inside a generation, which the clock measures:
+    every generation after the first starts from it. A new dict each call for a model without a
+    cache key (nothing says two such models are alike)."""
     memo, keys = getattr(lm, "costs", None), [_key(m) for m in (lm, draft) if m is not None]
     if memo is None or None in keys:
         return {}
