@@ -160,7 +160,8 @@ class AutoLength:
         the drafting lengths (g >= 1; none seen yet: g = 0's error) or over g = 0 alone (a step
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
-        every = [(g, statistics.median(e)) for g, e in self.seen.items() if g + 1 < len(self.target)]
+        # a snapshot: `seen` may be shared with generations running in other threads (the server's)
+        every = [(g, statistics.median(e)) for g, e in list(self.seen.items()) if g + 1 < len(self.target)]
         pts = [(g, e) for g, e in every if (g > 0) == drafting] or (every if drafting else [])
         if not pts:
             return 0.0, 0.0
