@@ -212,11 +212,11 @@ class AutoLength:
         now = self.clock() if self.clock is not None else None
         prev = self._last[1] if self._last is not None else None
         if self._last is not None and now is not None and self._last[0] is not None:
-            t0, g0, first, switched = self._last
+            t0, g0, was_first, switched = self._last
             # the step's error against the curve at the context it ran at (errors carry over from
             # one context, and one generation, to the next better than times do)
             err = now - t0 - (self.switch if switched else 0.0) - self.model(g0)
-            if not first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
+            if not was_first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
                 self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
         first, self._begun, self._probing = not self._begun, True, False
         if context is not None and abs(context - self.context) >= RECURVE:
