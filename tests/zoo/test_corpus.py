@@ -43,3 +43,34 @@ def test_bad_split_and_arguments():
         corpus.code_files("validation")
     with pytest.raises(DecodeLabError):
         corpus.heldout_prefixes(0)
+
+
+def test_exported_copy_is_the_same_corpus_with_its_python_version(tmp_path, monkeypatch):
+    from decodelab.cli import main
+
+    dest = tmp_path / "stdlib"
+    assert main(["zoo", "export-corpus", str(dest)]) == 0
+    want_text = corpus.code_text("heldout")
+    want_rel = [p.relative_to(corpus.stdlib_root()).as_posix() for p in corpus.code_files("train")]
+    version = corpus.python_version()
+    (dest / corpus.VERSION_FILE).write_text("3.0.1\n")  # as if another Python's copy
+    monkeypatch.setenv(corpus.STDLIB_ENV, str(dest))
+    corpus._all_files.cache_clear()
+    try:
+        assert corpus.stdlib_root() == dest
+        assert corpus.python_version() == "3.0.1" != version
+        assert [p.relative_to(dest).as_posix() for p in corpus.code_files("train")] == want_rel
+        assert corpus.code_text("heldout") == want_text
+    finally:
+        monkeypatch.delenv(corpus.STDLIB_ENV)
+        corpus._all_files.cache_clear()
+
+
+def test_export_and_override_refuse_bad_folders(tmp_path, monkeypatch):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(DecodeLabError, match="not an empty folder"):
+        corpus.export_stdlib(tmp_path / "full")
+    monkeypatch.setenv(corpus.STDLIB_ENV, str(tmp_path / "full"))
+    with pytest.raises(DecodeLabError, match="export-corpus"):
+        corpus.stdlib_root()

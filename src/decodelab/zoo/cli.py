@@ -1,4 +1,4 @@
-"""``decodelab zoo list | info NAME | train NAME ...``; wired in by ``decodelab.cli``."""
+"""``decodelab zoo list | info NAME | train NAME ... | export-corpus DIR``; wired in by ``decodelab.cli``."""
 
 from __future__ import annotations
 
@@ -64,10 +64,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export_corpus(args) -> int:
+    from decodelab.zoo.corpus import STDLIB_ENV, export_stdlib, python_version
+
+    n = export_stdlib(args.dest)
+    print(f"wrote the code corpus ({n} files of Python {python_version()}'s standard library) into {args.dest}; "
+          f"train on it elsewhere with {STDLIB_ENV}={args.dest}")
+    return 0
+
+
 def add_commands(subparsers) -> argparse.ArgumentParser:
-    """Add ``zoo`` with ``list``, ``info`` and ``train`` to the top-level subparsers."""
+    """Add ``zoo`` with ``list``, ``info``, ``train`` and ``export-corpus`` to the top-level subparsers."""
     zp = subparsers.add_parser("zoo", help="the bundled model zoo: list, inspect, (re)train")
-    zsub = zp.add_subparsers(dest="zoo_command", metavar="{list,info,train}")
+    zsub = zp.add_subparsers(dest="zoo_command", metavar="{list,info,train,export-corpus}")
     zsub.required = True
 
     p = zsub.add_parser("list", help="the zoo models and their headline figures")
@@ -94,4 +103,9 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
                    help="all stages of the recipe (default), the main stage only, or its longer-context stage only "
                         "(from --init-from, a main-stage checkpoint: code-target and code-draft)")
     p.set_defaults(func=cmd_train)
+
+    p = zsub.add_parser("export-corpus", help="copy the code corpus (this Python's standard library) to train on "
+                                              "another machine")
+    p.add_argument("dest", help="a new or empty folder; on the other machine set DECODELAB_STDLIB to it")
+    p.set_defaults(func=cmd_export_corpus)
     return zp

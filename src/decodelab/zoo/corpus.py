@@ -7,6 +7,13 @@ Which files
     ``encodings`` (mostly generated character-map tables). Test suites are left out
     because they are large, repetitive and unlike the code users write.
 
+Another machine
+    ``DECODELAB_STDLIB`` names a folder to read instead of the running interpreter's standard
+    library: a copy written by ``export_stdlib`` (``decodelab zoo export-corpus DIR``), with the
+    corpus files and the version of the Python they came from. It trains a model on the same
+    corpus on a machine whose Python differs (a device machine, say); the card records the
+    copy's version.
+
 The split
     By file, with a fixed rule: the file is held out when the first 8 hex digits of
     ``sha256(relative posix path)`` taken as an integer modulo 100 is below
@@ -19,7 +26,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import random
+import shutil
 import sys
 import sysconfig
 from pathlib import Path
@@ -36,12 +45,48 @@ EXCLUDED_DIRS = frozenset(
 FILE_SEPARATOR = "<|endoftext|>"
 
 
+STDLIB_ENV = "DECODELAB_STDLIB"
+VERSION_FILE = "PYTHON_VERSION"  # in an exported copy: the Python its files came from
+
+
+def _exported_root() -> Path | None:
+    root = os.environ.get(STDLIB_ENV)
+    if not root:
+        return None
+    path = Path(root)
+    if not (path / VERSION_FILE).is_file():
+        raise DecodeLabError(f"{STDLIB_ENV}={root}: not a corpus copy written by `decodelab zoo export-corpus` "
+                             f"(no {VERSION_FILE} file in it)")
+    return path
+
+
 def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
+    return _exported_root() or Path(sysconfig.get_paths()["stdlib"])
 
 
 def python_version() -> str:
+    """The version of the Python whose standard library the corpus is."""
+    root = _exported_root()
+    if root is not None:
+        return (root / VERSION_FILE).read_text(encoding="utf-8").strip()
     return "%d.%d.%d" % sys.version_info[:3]
+
+
+def export_stdlib(dest: str | Path) -> int:
+    """Copy the corpus files (both splits, the same relative paths) and the version file into
+    ``dest``, a new or empty folder, for ``DECODELAB_STDLIB`` on another machine; returns the
+    number of files."""
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DecodeLabError(f"export-corpus: {dest} exists and is not an empty folder")
+    files = _all_files()
+    version = python_version()
+    for rel, path in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    (dest / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
+    return len(files)
 
 
 def is_heldout(relpath: str) -> bool:

@@ -34,10 +34,10 @@ def heldout_code_loss(model, recipe: Recipe, tokenizer, device, max_windows: int
 
 
 @torch.no_grad()
-def train_sample_loss(model, recipe: Recipe, tok, n_windows: int = 64) -> float:
+def train_sample_loss(model, recipe: Recipe, tok, n_windows: int = 64, device: str = "cpu") -> float:
     """The same loss as held-out, on evenly spaced windows of the train split."""
     windows = code_windows("train", tok, recipe.seq_len, n_windows)
-    return windows_loss(model, recipe.kind, windows, recipe.batch_size, "cpu", tok.mask_token_id)[0]
+    return windows_loss(model, recipe.kind, windows, recipe.batch_size, device, tok.mask_token_id)[0]
 
 
 @torch.no_grad()
@@ -69,26 +69,29 @@ def quick_task_accuracy(model, recipe: Recipe, tok, n: int = 30) -> dict:
     return acc
 
 
-def final_figures(recipe: Recipe, tok, ckpt: Path, train_losses: list[float], evaluate: bool = True) -> dict:
-    """Figures for the card, measured on the saved (fp16) weights in ``ckpt`` run in float32;
-    ``train_losses``: the logged training losses."""
-    m = load_checkpoint(recipe, ckpt)
+def final_figures(recipe: Recipe, tok, ckpt: Path, train_losses: list[float], evaluate: bool = True,
+                  device: str = "cpu") -> dict:
+    """Figures for the card, measured on the saved (fp16) weights in ``ckpt`` run in float32 on
+    ``device`` (the training device: the whole held-out split of a large model is slow on a CPU);
+    ``train_losses``: the logged training losses. Task accuracy is measured on the CPU."""
+    m = load_checkpoint(recipe, ckpt, device)
     m.eval()
     figs: dict = {}
     if train_losses:
         figs["train_loss_last"] = round(sum(train_losses[-10:]) / len(train_losses[-10:]), 4)
     if recipe.data == "tasks":
-        figs["heldout_loss"] = round(task_heldout_loss(m, recipe, tok, "cpu"), 4)
+        figs["heldout_loss"] = round(task_heldout_loss(m, recipe, tok, device), 4)
         if evaluate:
+            m = m.to("cpu")
             from decodelab.zoo.evaluate import task_accuracy
 
             figs["task_accuracy"] = task_accuracy(m, tok, recipe.kind, n=recipe.eval_examples)
         return figs
-    h = heldout_code_loss(m, recipe, tok, "cpu", max_windows=None if evaluate else 8)
+    h = heldout_code_loss(m, recipe, tok, device, max_windows=None if evaluate else 8)
     if recipe.kind == "causal":
         figs["heldout_loss"] = round(h, 4)
     else:
         figs["heldout_loss"] = round(h["bound"], 4)
         figs["heldout_masked_ce"] = round(h["masked_ce"], 4)
-    figs["train_loss_eval"] = round(train_sample_loss(m, recipe, tok), 4)
+    figs["train_loss_eval"] = round(train_sample_loss(m, recipe, tok, device=device), 4)
     return figs

@@ -19,6 +19,7 @@ The pieces live in ``modeling`` (build/load), ``batches``, ``losses``, ``heldout
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -224,9 +225,9 @@ def save_checkpoint(model, tok, recipe: Recipe, last: Recipe, ckpt: Path, args: 
         "recipe": recipe.describe(),
         "command": args.command(recipe.name),
     }
-    card.update(final_figures(last, tok, ckpt, train_losses, evaluate=evaluate))
+    card.update(final_figures(last, tok, ckpt, train_losses, evaluate=evaluate, device=args.device))
     if recipe.context is not None:
-        short = final_figures(recipe, tok, ckpt, [], evaluate=evaluate)
+        short = final_figures(recipe, tok, ckpt, [], evaluate=evaluate, device=args.device)
         card[f"heldout_loss_{recipe.seq_len}"] = short["heldout_loss"]
     card_mod.write_card(ckpt, card)
 
@@ -324,14 +325,30 @@ def _run_stage(model, r: Recipe, tok, gen, args: RunArgs, log: TrainLog, evaluat
     keeper = BestKeeper(model, r, tok, args.device, log, evaluate)
     if r.grow_from is not None and args.init_from is None:
         keeper(0, offset)  # the grown model's loss before training; kept if training never beats it
-    steps, seen = train_loop(model, r, tok, batches, plan, gen, keeper, args.device, args.out / STOP_FILE,
-                             progress, offset)
+    with _fast_matmuls(args.device):
+        steps, seen = train_loop(model, r, tok, batches, plan, gen, keeper, args.device, args.out / STOP_FILE,
+                                 progress, offset)
     keeper.restore()
     train_time = log.elapsed()
     log.emit({"kind": "end", "best_step": keeper.step, "best_tokens": keeper.tokens, "tokens_seen": seen,
               "best_heldout_loss": keeper.loss, "train_time_s": train_time})
     return {"seq_len": r.seq_len, "tokens_seen": seen, "tokens_seen_at_best": keeper.tokens, "steps": steps,
             "best_step": keeper.step, "best_heldout_loss": round(keeper.loss, 4), "train_time_s": train_time}
+
+
+@contextlib.contextmanager
+def _fast_matmuls(device: str):
+    """On CUDA, TensorFloat-32 matrix products while training (float32 weights and optimiser, the
+    products on tensor cores); the card's figures after it are measured in full float32."""
+    if not str(device).startswith("cuda"):
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _grown_from(recipe: Recipe, init_from) -> dict:
