@@ -43,7 +43,7 @@ def test_the_index_finds_what_the_direct_lookup_finds_as_the_context_grows(prefe
 
 def test_config_validation():
     with pytest.raises(DecodeLabError, match="min_ngram"):
-        decodelab.generate(decodelab.models.ToyLM.random(4), [1, 2], "pld", min_ngram=4)
+        decodelab.generate(decodelab.models.ToyLM.random(4), [1, 2], "pld", min_ngram=4, max_ngram=3)
     with pytest.raises(DecodeLabError, match="num_tokens"):
         decodelab.generate(decodelab.models.ToyLM.random(4), [1, 2], "pld", num_tokens=0)
 
