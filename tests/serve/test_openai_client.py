@@ -38,7 +38,7 @@ def test_greedy_completion_equals_generate(client, server, prompt):
 
 # fixed draft sizes: "auto" reads the clock, so two runs may draft differently (same tokens, other steps)
 @pytest.mark.parametrize("method, options", [("sps", {"gamma": 4}), ("pld", {"num_tokens": 6}),
-                                             ("token_recycling", {})])
+                                             ("token_recycling", {"template": "top4"})])
 def test_per_request_method_is_lossless_and_reports_its_stats(client, server, method, options):
     _, target, draft = server
     prompt = PROMPTS[2]
