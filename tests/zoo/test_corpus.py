@@ -74,3 +74,13 @@ def test_export_and_override_refuse_bad_folders(tmp_path, monkeypatch):
     monkeypatch.setenv(corpus.STDLIB_ENV, str(tmp_path / "full"))
     with pytest.raises(DecodeLabError, match="export-corpus"):
         corpus.stdlib_root()
+
+
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(corpus.shutil, "copyfile", fail)
+    with pytest.raises(DecodeLabError, match="could not write .*disk full"):
+        corpus.export_stdlib(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

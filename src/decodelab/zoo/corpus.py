@@ -75,17 +75,26 @@ def python_version() -> str:
 def export_stdlib(dest: str | Path) -> int:
     """Copy the corpus files (both splits, the same relative paths) and the version file into
     ``dest``, a new or empty folder, for ``DECODELAB_STDLIB`` on another machine; returns the
-    number of files."""
+    number of files. Written into a sibling folder first: a failed copy leaves ``dest`` as it was."""
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DecodeLabError(f"export-corpus: {dest} exists and is not an empty folder")
-    files = _all_files()
-    version = python_version()
-    for rel, path in files:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-    (dest / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
+    files, version = _all_files(), python_version()
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, path in files:
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        (tmp / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        tmp.rename(dest)
+    except OSError as e:
+        raise DecodeLabError(f"export-corpus: could not write {dest}: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return len(files)
 
 
