@@ -75,26 +75,22 @@ def python_version() -> str:
 def export_stdlib(dest: str | Path) -> int:
     """Copy the corpus files (both splits, the same relative paths) and the version file into
     ``dest``, a new or empty folder, for ``DECODELAB_STDLIB`` on another machine; returns the
-    number of files. Written into a sibling folder first: a failed copy leaves ``dest`` as it was."""
+    number of files. Written whole or not at all (zoo.staging.staged_dir)."""
+    from decodelab.zoo.staging import staged_dir
+
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DecodeLabError(f"export-corpus: {dest} exists and is not an empty folder")
     files, version = _all_files(), python_version()
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for rel, path in files:
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-        (tmp / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        tmp.rename(dest)
+        with staged_dir(dest) as tmp:
+            for rel, path in files:
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+            (tmp / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
     except OSError as e:
         raise DecodeLabError(f"export-corpus: could not write {dest}: {e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return len(files)
 
 
