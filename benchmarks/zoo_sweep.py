@@ -28,7 +28,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from decodelab.zoo.recipes import RECIPES, Arch, ContextStage
+from decodelab.zoo.card import read_card
+from decodelab.zoo.recipes import RECIPES, ContextStage
 
 PART = 15 * 2**20
 
@@ -63,10 +64,6 @@ def _train(name: str, out: str, device: str, smoke: bool) -> None:
     sys.stderr = log  # the progress bar and warnings, per variant
     training.run(r, device=device, seed=0, out_dir=out, progress=True, evaluate=not smoke,
                  max_steps=2 if smoke else None)
-
-
-def _card(path: Path) -> dict:
-    return json.loads((path / "card.json").read_text())
 
 
 def _pack(best: Path, root: Path, names: list[str], dest: Path) -> None:
@@ -115,7 +112,7 @@ def main(argv=None) -> int:
     for n, p in procs.items():
         row = {"variant": n, "exitcode": p.exitcode, "recipe_changes": {k: str(v) for k, v in VARIANTS[n].items()}}
         if p.exitcode == 0:
-            c = _card(root / n)
+            c = read_card(root / n)
             row.update({k: c.get(k) for k in ("heldout_loss", "heldout_loss_256", "train_loss_eval", "tokens_seen",
                                                 "tokens_seen_at_best", "train_time_s", "stages")})
         rows.append(row)
