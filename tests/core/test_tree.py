@@ -41,3 +41,13 @@ def test_chain():
 def test_invalid_parents_refused(parents):
     with pytest.raises(ValueError):
         TokenTree.from_lists(list(range(len(parents))), parents)
+
+
+def test_with_tokens_keeps_the_shape_and_shares_its_structure():
+    other = TREE.with_tokens(torch.tensor([20, 21, 22, 23, 24, 25]))
+    assert other.tokens.tolist() == [20, 21, 22, 23, 24, 25] and TREE.tokens.tolist()[0] == 10
+    assert other.parents is TREE.parents and other.attention_mask is TREE.attention_mask
+    assert other.children == TREE.children and other.depths.tolist() == TREE.depths.tolist()
+    assert other.paths() == TREE.paths() and other.root == 20 and len(other) == 6
+    with pytest.raises(ValueError, match="6 tokens"):
+        TREE.with_tokens(torch.tensor([1, 2, 3]))

@@ -113,6 +113,9 @@ def test_prompt_tokens_never_reach_the_cache(tiny_dirs):
         # the cache holds the context but the last committed token (the next root)
         assert target.cached_ids.tolist() == prompt.tolist() + got[:-1]
     assert got == decodelab.generate(target, prompt.tolist(), max_new_tokens=30, ignore_eos=True).tokens
+    # the tree's shape is built once per depth it is cut to, not once per step as the room left shrinks
+    assert 0 in drafter._shapes and drafter.template.depth in drafter._shapes
+    assert set(drafter._shapes) <= set(range(drafter.template.depth + 1))
 
 
 def test_zoo_greedy_equality_trained_and_untrained():

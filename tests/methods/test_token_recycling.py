@@ -110,6 +110,11 @@ def test_drafter_fills_template_from_matrix():
     assert tree.tokens[9] == 9 and tree.tokens[17] == 7  # [0,0] -> M[0,0]; [1,0] -> M[1,0]
     assert int(tree.depths.max()) == 2
     assert len(d.propose(torch.tensor([4]), max_depth=0).tree) == 1
+    # trees are cut by the depth they keep: the room left, which shrinks every step, builds no new ones
+    full = d.template.depth
+    for room in (full + 3, full + 2, full + 1, full, 3):
+        assert int(d.propose(torch.tensor([4]), max_depth=room).tree.depths.max()) == min(room, full)
+    assert sorted(d._cut) == [(len(d.template) - 1, depth) for depth in (2, 3, full)]
 
 
 def test_state_size_for_a_4096_vocabulary():

@@ -15,9 +15,6 @@ import torch
 
 from .tree import TokenTree
 
-# TokenTree's structural cached properties; equal for every tree filled from one template
-_STRUCTURE = ("parent_list", "is_chain", "depths", "children", "attention_mask")
-
 
 def best_first_paths(n: int, rank_probs: list[float], max_depth: int) -> list[tuple[list[int], float]]:
     """The first n rank paths of a best-first search, each with its probability (the product of
@@ -111,10 +108,7 @@ class TreeTemplate:
 
     @cached_property
     def _shape(self) -> TokenTree:
-        tree = TokenTree(torch.zeros(len(self), dtype=torch.long), torch.tensor(self.parents))
-        for name in _STRUCTURE:
-            getattr(tree, name)
-        return tree
+        return TokenTree(torch.zeros(len(self), dtype=torch.long), torch.tensor(self.parents))
 
     def fill(self, root: int, candidates: torch.Tensor) -> TokenTree:
         """The tree rooted at token `root` whose node i is candidates[token of parent, ranks[i]].
@@ -125,9 +119,4 @@ class TreeTemplate:
         tokens[0] = root
         for sl, parents, ranks in self._levels:
             tokens[sl] = candidates[tokens[parents], ranks]
-        shape = self._shape
-        tree = TokenTree(tokens, shape.parents)
-        # every tree of this template has the same structure: reuse the one computed once
-        # (cached_property reads the instance __dict__ first)
-        tree.__dict__.update({name: shape.__dict__[name] for name in _STRUCTURE})
-        return tree
+        return self._shape.with_tokens(tokens)  # every tree of this template has its structure

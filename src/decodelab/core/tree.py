@@ -36,6 +36,16 @@ class TokenTree:
     def from_lists(cls, tokens: list[int], parents: list[int]) -> "TokenTree":
         return cls(torch.tensor(tokens, dtype=torch.long), torch.tensor(parents, dtype=torch.long))
 
+    def with_tokens(self, tokens: torch.Tensor) -> "TokenTree":
+        """A tree of this one's shape holding other tokens [N]: it shares this tree's parents and
+        its structure's cached properties (depths, children, the attention mask), computed once per
+        shape instead of once per step, and skips the validation this shape already passed."""
+        if tokens.shape != self.tokens.shape:
+            raise ValueError(f"a tree of {len(self)} nodes needs {len(self)} tokens, got {tuple(tokens.shape)}")
+        tree = object.__new__(TokenTree)
+        tree.__dict__.update({name: getattr(self, name) for name in STRUCTURE}, tokens=tokens, parents=self.parents)
+        return tree
+
     def __len__(self) -> int:
         return self.size
 
@@ -97,6 +107,10 @@ class TokenTree:
     def paths(self) -> list[list[int]]:
         """All root-to-leaf paths, as node indices."""
         return [self.path_to(leaf) for leaf in self.leaves()]
+
+
+# TokenTree's cached properties that depend on its shape alone (with_tokens shares them)
+STRUCTURE = ("size", "parent_list", "is_chain", "depths", "children", "attention_mask")
 
 
 @functools.lru_cache(maxsize=1 << 16)

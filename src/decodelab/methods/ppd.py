@@ -185,35 +185,31 @@ def memory_overhead(prompts: torch.Tensor, model) -> float:
 # -- the drafter ---------------------------------------------------------------------------------
 
 class _Shape:
-    """A template with p prompt tokens after every node: the full tree's structure, built once."""
+    """A template with p prompt tokens after every node: the full tree's structure and the prompt
+    tokens' embeddings, built once; each step only fills in the tokens."""
 
-    def __init__(self, template: TreeTemplate, p: int):
+    def __init__(self, template: TreeTemplate, p: int, prompts: torch.Tensor):
         self.template, self.p = template, p
         n = len(template)
         parents = list(template.parents)
         for node in range(n):
             for k in range(p):
                 parents.append(node if k == 0 else len(parents) - 1)
+        self.tree = TokenTree(torch.zeros(n, dtype=torch.long), torch.tensor(template.parents))
         self.full = TokenTree(torch.zeros(len(parents), dtype=torch.long), torch.tensor(parents))
         self.owner = torch.arange(n).repeat_interleave(p)  # [n * p] the node each prompt token follows
         self.depth = torch.tensor(template.depth_list[1:]) - 1  # [n - 1] guess depth index of each node
         self.ranks = torch.tensor(template.ranks[1:])
-        for name in ("parent_list", "depths", "children", "attention_mask"):
-            getattr(self.full, name)  # computed once, shared by every filled tree
+        self.embeds = prompts[:p].repeat(n, 1)  # [n * p, H]: node i's prompt tokens are rows i*p..
 
-    def fill(self, root: int, guesses: torch.Tensor | None, prompts: torch.Tensor) -> Draft:
-        """guesses: [>= depth, k] token ids per depth; prompts: [m, H]."""
+    def fill(self, root: int, guesses: torch.Tensor | None) -> Draft:
+        """guesses: [>= depth, k] token ids per depth."""
         tokens = torch.empty(len(self.template), dtype=torch.long)
         tokens[0] = root
         if len(tokens) > 1:
             tokens[1:] = guesses[self.depth, self.ranks]
-        tree = TokenTree(tokens, torch.tensor(self.template.parents))
         full_tokens = torch.cat([tokens, tokens[self.owner]])  # prompt tokens named after their node
-        full = TokenTree(full_tokens, self.full.parents)
-        full.__dict__.update({k: self.full.__dict__[k] for k in ("parent_list", "depths", "children",
-                                                               "attention_mask")})
-        embeds = prompts[: self.p].repeat(len(tokens), 1)  # [n * p, H]
-        return Draft(tree, extra=ExtraNodes(full, embeds))
+        return Draft(self.tree.with_tokens(tokens), extra=ExtraNodes(self.full.with_tokens(full_tokens), self.embeds))
 
 
 class PromptDrafter:
@@ -230,10 +226,12 @@ class PromptDrafter:
         self.guesses: torch.Tensor | None = None  # [p, k]
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        depth = max_depth if self.guesses is not None else 0
+        # keyed by the depth kept, not by max_depth (the tokens left, which changes every step: keyed by
+        # it, the shape and its masks were built anew at every step)
+        depth = min(max_depth, self.template.depth) if self.guesses is not None else 0
         if depth not in self._shapes:
-            self._shapes[depth] = _Shape(self.template.truncate(depth), self.p)
-        return self._shapes[depth].fill(int(ctx[-1]), self.guesses, self.prompts)
+            self._shapes[depth] = _Shape(self.template.truncate(depth), self.p, self.prompts)
+        return self._shapes[depth].fill(int(ctx[-1]), self.guesses)
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         n, last = len(draft.tree), path[-1]

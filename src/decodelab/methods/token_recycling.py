@@ -160,7 +160,8 @@ class RecyclingDrafter:
                  rank_probs: list[float] | None = None):
         self.matrix, self.template, self.auto, self.rank_probs = matrix, tree_template, auto, rank_probs
         self._m = matrix.numpy()  # M's rows read per step without tensor indexing
-        self._cut: dict[tuple[int, int], TreeTemplate] = {}
+        self._full: dict[int, TreeTemplate] = {}  # nodes -> the template of that many nodes
+        self._cut: dict[tuple[int, int], TreeTemplate] = {}  # (nodes, depth kept) -> it truncated there
         self._depth = 0  # the last draft's depth: the positions it verified
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
@@ -174,10 +175,16 @@ class RecyclingDrafter:
         if not nodes or not max_depth:
             self._depth = 0
             return Draft(TokenTree.chain([root]))
-        if (nodes, max_depth) not in self._cut:
-            t = self.template if self.auto is None else TreeTemplate.best_first(nodes, self.rank_probs, max_depth=6)
-            self._cut[nodes, max_depth] = t.truncate(max_depth)
-        t = self._cut[nodes, max_depth]
+        if nodes not in self._full:
+            self._full[nodes] = self.template if self.auto is None else \
+                TreeTemplate.best_first(nodes, self.rank_probs, max_depth=6)
+        full = self._full[nodes]
+        # keyed by the depth the cut keeps, not by max_depth (the tokens left, which changes every step:
+        # keyed by it, the tree and its masks were built anew at every step)
+        cut = (nodes, min(max_depth, full.depth))
+        if cut not in self._cut:
+            self._cut[cut] = full.truncate(cut[1])
+        t = self._cut[cut]
         self._depth = t.depth
         return Draft(t.fill(root, self.matrix))
 
