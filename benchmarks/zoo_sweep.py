@@ -8,7 +8,18 @@ held-out windows; at ``--deadline`` seconds each variant is told to stop its mai
 the lowest held-out loss on the card (all held-out 1024-token windows) wins.
 
     decodelab zoo export-corpus .stdlib        # here: the corpus this Python trains on
-    DECODELAB_STDLIB=.stdlib python benchmarks/zoo_sweep.py --device cuda --out /tmp/sweep --pack $OUT
+    DECODELAB_STDLIB=.stdlib python benchmarks/zoo_sweep.py --device cuda --out /tmp/sweep --deadline 240 --pack $OUT
+
+On a CPU, in stages (issue 16's path without a device; about 750 tokens/s on 2 threads here):
+one variant's main stage at a time, each stage ending at ``--deadline`` with its best weights, the
+next one starting from them (``--init-from``), then the context stage:
+
+    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 4000000 \
+        --deadline 5400 --out .runs/stage1
+    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 4000000 \
+        --init-from .runs/stage1/lr1e-3 --deadline 5400 --out .runs/stage2
+    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage context \
+        --init-from .runs/stage2/lr1e-3 --out .runs/stage3
 
 ``--pack DIR`` writes what a device machine can send back: the winner's weights in parts of at
 most 15 MiB (``cat model.safetensors.part* > model.safetensors``) and every variant's card,
@@ -55,7 +66,8 @@ def _variant(name: str):
     return replace(BASE, **VARIANTS[name])
 
 
-def _train(name: str, out: str, device: str, smoke: bool) -> None:
+def _train(name: str, out: str, device: str, smoke: bool, stage: str = "all", tokens: int | None = None,
+           init_from: str | None = None) -> None:
     os.environ.setdefault("DECODELAB_NUM_THREADS", "2")
     from decodelab.zoo import training
 
@@ -63,7 +75,7 @@ def _train(name: str, out: str, device: str, smoke: bool) -> None:
     log = open(Path(out).parent / f"{name}.stderr", "w")
     sys.stderr = log  # the progress bar and warnings, per variant
     training.run(r, device=device, seed=0, out_dir=out, progress=True, evaluate=not smoke,
-                 max_steps=2 if smoke else None)
+                 max_steps=2 if smoke else None, stage=stage, tokens=tokens, init_from=init_from)
 
 
 def _pack(best: Path, root: Path, names: list[str], dest: Path) -> None:
@@ -86,28 +98,39 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
-    ap.add_argument("--deadline", type=float, default=300.0, help="seconds before main stages are told to stop")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds before the stages running are told to stop, keeping their best weights (a "
+                         "variant told during its main stage goes on to its context stage; default: none)")
     ap.add_argument("--pack", default=None)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--stage", choices=("all", "main", "context"), default="all",
+                    help="the recipe's stages to run (training.run's stage)")
+    ap.add_argument("--tokens", type=int, default=None, help="token budget of each stage run (default: the recipe's)")
+    ap.add_argument("--init-from", default=None, help="a checkpoint to start from (one variant only)")
     args = ap.parse_args(argv)
     names = args.only or (list(VARIANTS)[:2] if args.smoke else list(VARIANTS))
+    if args.init_from and len(names) != 1:
+        raise SystemExit("--init-from continues one variant: name it with --only")
+    if args.stage == "context" and not args.init_from:
+        raise SystemExit("--stage context starts from a main-stage checkpoint: give --init-from")
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     t0 = time.time()
-    procs = {n: ctx.Process(target=_train, args=(n, str(root / n), args.device, args.smoke)) for n in names}
+    procs = {n: ctx.Process(target=_train, args=(n, str(root / n), args.device, args.smoke, args.stage, args.tokens,
+                                                 args.init_from)) for n in names}
     for p in procs.values():
         p.start()
     told = False
     while any(p.is_alive() for p in procs.values()):
         time.sleep(2)
-        if not told and time.time() - t0 > args.deadline:
+        if not told and args.deadline is not None and time.time() - t0 > args.deadline:
             for n, p in procs.items():
                 if p.is_alive() and not (root / n / "card.json").exists():
                     (root / n).mkdir(parents=True, exist_ok=True)
                     (root / n / "STOP").touch()
             told = True
-            print(f"{time.time() - t0:.0f}s: told the main stages to stop", flush=True)
+            print(f"{time.time() - t0:.0f}s: told the stages running to stop", flush=True)
     rows = []
     for n, p in procs.items():
         row = {"variant": n, "exitcode": p.exitcode, "recipe_changes": {k: str(v) for k, v in VARIANTS[n].items()}}
