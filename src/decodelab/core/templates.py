@@ -107,7 +107,8 @@ class TreeTemplate:
         return out
 
     @cached_property
-    def _shape(self) -> TokenTree:
+    def shape(self) -> TokenTree:
+        """The template's tree with placeholder tokens: its structure, for `TokenTree.with_tokens`."""
         return TokenTree(torch.zeros(len(self), dtype=torch.long), torch.tensor(self.parents))
 
     def fill(self, root: int, candidates: torch.Tensor) -> TokenTree:
@@ -119,4 +120,4 @@ class TreeTemplate:
         tokens[0] = root
         for sl, parents, ranks in self._levels:
             tokens[sl] = candidates[tokens[parents], ranks]
-        return self._shape.with_tokens(tokens)  # every tree of this template has its structure
+        return self.shape.with_tokens(tokens)  # every tree of this template has its structure

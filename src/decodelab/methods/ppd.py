@@ -195,7 +195,6 @@ class _Shape:
         for node in range(n):
             for k in range(p):
                 parents.append(node if k == 0 else len(parents) - 1)
-        self.tree = TokenTree(torch.zeros(n, dtype=torch.long), torch.tensor(template.parents))
         self.full = TokenTree(torch.zeros(len(parents), dtype=torch.long), torch.tensor(parents))
         self.owner = torch.arange(n).repeat_interleave(p)  # [n * p] the node each prompt token follows
         self.depth = torch.tensor(template.depth_list[1:]) - 1  # [n - 1] guess depth index of each node
@@ -209,7 +208,7 @@ class _Shape:
         if len(tokens) > 1:
             tokens[1:] = guesses[self.depth, self.ranks]
         full_tokens = torch.cat([tokens, tokens[self.owner]])  # prompt tokens named after their node
-        return Draft(self.tree.with_tokens(tokens), extra=ExtraNodes(self.full.with_tokens(full_tokens), self.embeds))
+        return Draft(self.template.shape.with_tokens(tokens), extra=ExtraNodes(self.full.with_tokens(full_tokens), self.embeds))
 
 
 class PromptDrafter:
