@@ -62,6 +62,7 @@ def test_cli_list_and_info(capsys):
          "has no context stage"),
         (["zoo", "train", "tasks-ar", "--seed", "-1"], "seed"),
         (["zoo", "train", "tasks-ar", "--device", "tpu"], "device"),
+        (["zoo", "train", "tasks-ar", "--precision", "fp16"], "precision"),
     ],
 )
 def test_cli_train_refuses(argv, msg, capsys, tmp_path):

@@ -72,6 +72,38 @@ def test_init_from_continues_an_earlier_checkpoint(tmp_path):
     assert start["init_from"] == str(a)
 
 
+def test_bf16_precision_autocasts_the_training_forward_only(tmp_path, monkeypatch):
+    """precision="bf16": the training forward runs in bfloat16 under autocast, the weights and every
+    evaluation (held-out loss, the card's figures) stay float32; the card, log and command say so.
+    fp32 runs in float32."""
+    from decodelab.errors import DecodeLabError
+    from decodelab.zoo import training
+
+    real_build = training.build_model
+    seen = {}
+
+    def build(*a, **k):  # the dtype of every output-head product, by whether it trains (grad on)
+        m = real_build(*a, **k)
+        m.get_output_embeddings().register_forward_hook(
+            lambda mod, i, o: seen.setdefault("train" if torch.is_grad_enabled() else "eval", set()).add(o.dtype))
+        return m
+
+    monkeypatch.setattr(training, "build_model", build)
+    out = zoo.train("tasks-ar", out_dir=tmp_path / "b", max_steps=2, progress=False, evaluate=True, precision="bf16")
+    assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}
+    card = json.loads((out / "card.json").read_text())
+    assert card["precision"] == "bf16" and "--precision bf16" in card["command"]
+    start = json.loads((out / "training_log.jsonl").read_text().splitlines()[0])
+    assert start["precision"] == "bf16"
+
+    seen.clear()
+    out = zoo.train("tasks-ar", out_dir=tmp_path / "f", max_steps=1, progress=False, evaluate=False)
+    assert seen["train"] == {torch.float32} and json.loads((out / "card.json").read_text())["precision"] == "fp32"
+    with pytest.raises(DecodeLabError, match="precision must be"):
+        zoo.train("tasks-ar", out_dir=tmp_path / "x", max_steps=1, progress=False, precision="fp16")
+    assert not (tmp_path / "x").exists()
+
+
 def test_stratified_t_has_one_rate_per_stratum_and_is_uniform():
     from decodelab.errors import DecodeLabError
     from decodelab.zoo.training import sample_t
