@@ -156,6 +156,55 @@ def test_forest_forward_of_a_draft_tree(pair):
         lm.commit([1])
 
 
+def _cells_past(lm, end: int) -> list[int]:
+    """The sequences 0..MAX_LEAVES that hold a cell at a position >= end (leaked tree nodes)."""
+    from decodelab.models.llamacpp import MAX_LEAVES
+
+    return [s for s in range(MAX_LEAVES + 1) if lm._lib.llama_memory_seq_pos_max(lm._mem, s) >= end]
+
+
+def test_many_steps_of_trees_chains_and_truncates_match_sequential(zoo_models):
+    """The committed prefix stays in every leaf sequence used so far (the cache layout): trees of
+    growing and shrinking leaf counts, commits of any path prefix (or nothing), chain steps,
+    truncates and an uncommitted tree, one after another; every tree node's logits against
+    sequential decoding of the cached tokens, and no cell left past the cache's length in any
+    sequence."""
+    hf, lm = zoo_models[0].model, zoo_models[1].fresh()
+    g = torch.Generator().manual_seed(11)
+
+    def rand(hi):
+        return int(torch.randint(0, hi, (1,), generator=g))
+
+    ctx = _ids(6, lm.vocab_size, 12)
+    prefill(lm, torch.tensor(ctx))
+    for step in range(16):
+        base = len(ctx)
+        kind = step % 4
+        if kind == 3:  # a chain of 1-3 tokens, then a truncate of 0-2
+            new = _ids(1 + rand(3), lm.vocab_size, 100 + step)
+            out = lm.forward(torch.tensor(new), torch.arange(base, base + len(new))).logits
+            assert torch.allclose(out, sequential(hf, ctx + new)[base:], atol=ATOL), step
+            ctx = (ctx + new)[: base + len(new) - rand(3)]
+            lm.truncate(len(ctx))
+        else:  # a tree of 3-15 nodes (leaf counts up and down)
+            tree = _random_tree([3, 12, 6][kind] + rand(4), lm.vocab_size, 200 + step)
+            out = lm.forward(tree.tokens, tree.positions(base), tree_mask=tree.attention_mask).logits
+            for path in tree.paths():
+                ref = sequential(hf, ctx + tree.tokens[path].tolist())[base:]
+                assert torch.allclose(out[path], ref, atol=ATOL), (step, path)
+            if step == 5:  # not committed: the next forward drops it
+                continue
+            path = tree.paths()[rand(len(tree.paths()))]
+            path = path[: rand(len(path) + 1)]  # a prefix of a path, possibly empty
+            lm.commit(path)
+            ctx = ctx + tree.tokens[path].tolist()
+        assert lm.cached_ids.tolist() == ctx and lm.cache_len == len(ctx)
+        assert _cells_past(lm, len(ctx)) == [], step
+    assert lm._tags >= 8  # trees of up to 15 nodes had that many leaves: the layout was exercised
+    nxt = lm.forward(torch.tensor([5]), torch.tensor([len(ctx)])).logits
+    assert torch.allclose(nxt[0], sequential(hf, ctx + [5])[-1], atol=ATOL)
+
+
 @pytest.mark.parametrize("keep", [3, 17])
 def test_truncate_then_continue(pair, keep):
     hf, lm = pair
