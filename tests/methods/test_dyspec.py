@@ -72,7 +72,7 @@ def test_config_validation():
         DySpecConfig(expand=0)
 
 
-@pytest.mark.parametrize("kw", [dict(budget=24, expand=8), dict(budget=6, expand=1)])
+@pytest.mark.parametrize("kw", [dict(budget=24, expand=8), dict(budget=6, expand=1), dict(expand=8)])
 def test_greedy_equals_greedy(tiny_pair, one_thread, kw):
     """A 1-layer random draft (rarely right) and a noisy copy of the target (often right)."""
     arch, target, draft = tiny_pair
@@ -83,7 +83,8 @@ def test_greedy_equals_greedy(tiny_pair, one_thread, kw):
     assert out.stats.tau > 1.0
 
 
-@pytest.mark.parametrize("kw", [dict(budget=5, expand=1, temperature=0.6, top_k=5)])
+@pytest.mark.parametrize("kw", [dict(budget=5, expand=1, temperature=0.6, top_k=5),
+                                dict(expand=2, temperature=0.6, top_k=5)])  # auto budget
 def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
     target, draft = toy_pair
     check_converges("dyspec", target, draft, sizes=(150, 1200), **kw)
@@ -109,3 +110,80 @@ def test_batched_rounds_grow_deep_for_a_confident_draft():
         trees.append((prop.tree.tokens.tolist(), prop.tree.parent_list))
     assert trees[0] == trees[1]
     assert trees[1][1] == list(range(-1, 6))  # a chain of 6
+
+
+def _costs(monkeypatch, target, draft, step: float, draft_step: float = 0.0):
+    """Cost curves: the target's n-token forward 1 + step (n - 1), the draft's draft_step n."""
+    from decodelab.methods import dyspec
+
+    def curve(lm, n_max=16, context=64):
+        if lm is target:
+            return [0.0] + [1.0 + step * (n - 1) for n in range(1, 17)]
+        return [0.0] + [draft_step * n for n in range(1, 17)]
+
+    monkeypatch.setattr(dyspec.costs, "curve", curve)
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize("step", [0.0, 0.05, 1.0])
+def test_auto_tree_grows_while_a_node_pays_for_its_cost(toy_pair, monkeypatch, step):
+    """budget=auto: a node joins while its value, over the extra target cost it brings, beats the
+    tree's expected tokens per second. Free extra tokens and draft forwards: the tree fills the
+    depth limit up to MAX_AUTO; tokens that cost a whole forward each: no node ever pays (a plain
+    step); between them, a smaller tree whose every node's value beat step * E / T when it joined."""
+    from decodelab.methods.dyspec import MAX_AUTO, AutoSize
+
+    target, draft = toy_pair
+    _costs(monkeypatch, target, draft, step)
+    req = request(target, draft)
+    auto = AutoSize(req, clock=_Clock())
+    joined = []
+    worth = auto.worth
+
+    def watch(v):
+        rate = auto.rate
+        ok = worth(v)
+        if ok:
+            joined.append((v, rate))
+        return ok
+
+    auto.worth = watch
+    prop = DySpecDrafter(req, None, expand=4, auto=auto).propose(torch.tensor([1, 2]), 3)
+    n = len(prop.tree) - 1
+    assert n == len(joined)
+    if step == 0.0:
+        assert n == MAX_AUTO  # 6 + 36 + 216 paths of depth <= 3 would fit
+    elif step == 1.0:
+        assert n == 0 and auto.value == 0.0
+    else:
+        assert 1 <= n < 30
+        assert all(auto.rho * v / step > rate for v, rate in joined)
+
+
+def test_auto_rests_when_no_tree_could_pay(toy_pair, monkeypatch):
+    """When the measured time beyond the forwards makes even an always-accepted tree slower than
+    plain steps, rest() hands the loop PROBE_MAX plain steps; the rest's time becomes the plain
+    step's. A cheap step never rests, whatever the acceptance."""
+    from decodelab.core.costs import PROBE_MAX
+    from decodelab.methods.dyspec import AutoSize
+
+    target, draft = toy_pair
+    _costs(monkeypatch, target, draft, 0.1, 0.01)
+    for beyond, rests in ((0.0, 0), (60.0, PROBE_MAX)):
+        clock = _Clock()
+        auto = AutoSize(request(target, draft), clock=clock)
+        d = DySpecDrafter(request(target, draft), None, expand=4, auto=auto)
+        for _ in range(4):
+            prop = d.propose(torch.tensor([1, 2]), 3)
+            d.observe(prop, [0], torch.zeros(len(prop.tree), 6))  # nothing accepted
+            clock.now += auto._model + beyond  # the step took its modelled time plus `beyond`
+        assert d.rest() == rests
+    clock.now += 0.5 * PROBE_MAX  # the plain steps of the rest: 0.5 each
+    d.propose(torch.tensor([1, 2]), 3)
+    assert auto.memo["plain"] == pytest.approx(0.5)

@@ -25,26 +25,56 @@ sum q^2 when sampling); so rounds batch competing siblings and a confident draft
 one draft forward per depth. `expand=1` is the exact greedy growth. Each round re-forwards the tree
 so far (our adapters' tree masks cover one forward only). The round rule looks only at values of
 tokens already drawn, never at the token a candidate will become, so sampling stays exact.
+
+Tree size. `budget="auto"` (the default; the paper fixes the budget, as a fixed `budget` still
+does) stops the growth where one more node would lower the expected tokens per second. A tree of n
+nodes is expected to commit E = 1 + rho * (sum of its values) tokens in a step costing
+T = h + c(n + 1) + the draft's forwards, c the target's measured forward cost curve at this
+context (models/costs.py), the draft's forwards from its own curve, h the step's cost outside the
+forwards (the Python of growing and verifying the tree, measured by the clock: the median of the
+recent steps' time beyond the model, kept for the process like AutoLength's), rho the calibration
+of the values (accepted tokens over summed values in this generation's verified steps, prior 1
+worth 2 tokens). The next candidate, of value v, is added while rho v / (c(n + 2) - c(n + 1)) >
+E / T; another draft round is paid for while the best child it would score is worth its forward
+too. The rule reads values of tokens already drawn and the next candidate's value before it is
+drawn, as the round rule does, so sampling stays exact. On zoo:code-target (torch, 1 thread,
+HumanEval) a budget of 8 ran 1.28x greedy and the fixed 24 0.78x: GPU-shaped on this CPU. At most
+MAX_AUTO nodes. And when, at the measured costs, no tree could beat plain decoding even if every
+node were accepted (the best chain of n <= MAX_AUTO nodes, one draft round per depth, against a
+plain step's time, measured while resting, before that the curve's 1-token forward), the
+generation rests, as core.costs.AutoLength.rest has sps do: the speculative loop takes PROBE_MAX
+plain steps without the drafter, then one drafted step measures the costs again; the draft catches
+up on the rested tokens in one forward. What the clock measured (the time beyond the model, a
+plain step's time) is kept for the process per model pair, as AutoLength's is, so a generation
+starts from what the last one measured. On a small llama.cpp model a dyspec step's Python alone
+costs several plain steps; acceptance never decides a rest (a few unlucky steps would otherwise
+stop drafting for good).
 """
 from __future__ import annotations
 
 import heapq
 import math
+import statistics
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import PROBE_MAX
 from ..core.sampling import sample
 from ..core.tree import Draft, TokenTree
 from ..loops import speculative
 from ..loops.drafting import DraftModelDrafter, stack_q
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
 class DySpecConfig(Options):
-    budget: int = option(24, "draft tokens per step (tree nodes below the root)", lo=1, hi=256)
+    budget: int | None = option(None, "draft tokens per step (tree nodes below the root); auto: grown while a "
+                                      "node adds more expected tokens than its measured cost", lo=1, hi=256, auto=True)
     expand: int = option(8, "candidates popped per draft forward (1: the paper's one node per call)", lo=1, hi=256)
 
 
@@ -80,25 +110,145 @@ class _Node:
         return x
 
 
+MAX_AUTO = 64  # most nodes an auto tree grows to
+RECENT = 9  # step times kept for the clock's median
+RECURVE = 16  # context tokens between re-reads of the cost curves
+
+
+def _extended(curve: list[float], n: int) -> float:
+    """curve[n], extended past its end along its last four points' slope."""
+    if n < len(curve):
+        return curve[n]
+    last = len(curve) - 1
+    back = max(1, last - 4)
+    return curve[last] + (n - last) * max(curve[last] - curve[back], 0.0) / (last - back)
+
+
+class AutoSize:
+    """budget="auto": the marginal-rate stop rule of the module doc. One per generation; `start`
+    at every propose, `worth` before each node, `worth_round` before each draft round, `observe`
+    after verification."""
+
+    def __init__(self, req, clock=time.perf_counter):
+        self.target, self.draft, self.clock = req.target, req.draft, clock
+        memo = costs.clock(req.target, "dyspec", req.draft)  # shared by the generations of this pair
+        self.memo = memo
+        self.seen: deque = memo.setdefault("beyond", deque(maxlen=RECENT))
+        self.accepted, self.valued = 2.0, 2.0  # rho = accepted / valued, prior 1 worth 2 tokens
+        self._context = None
+        self._t0, self._model, self._first = None, 0.0, True
+        self._resting: tuple[float, int] | None = None  # (clock, steps) of the rest under way
+        self._hopeless: tuple | None = None  # (h, plain step, context) -> the verdict, while they hold
+
+    def start(self, context: int) -> None:
+        """A step begins: the previous one's time beyond the model is kept, the curves read."""
+        now = self.clock()
+        if self._resting is not None:  # the rest's plain steps, timed together
+            t, k = self._resting
+            step, plain = (now - t) / k, self.memo.get("plain")
+            self.memo["plain"] = step if plain is None else 0.5 * (plain + step)
+            self._resting, self._t0 = None, None  # the draft catches up now: this step is not timed
+        if self._t0 is not None and not self._first:  # the first step pays the draft's prefill
+            self.seen.append(now - self._t0 - self._model)
+        self._first = self._t0 is None
+        self._t0 = now
+        self._curves(context)
+        h = self._beyond()
+        self.rho = self.accepted / self.valued
+        self.n, self.value = 0, 0.0
+        self.cost = h + self.c[1] + self.d[1]  # the root step and the draft's catching up
+        self._model = self.cost - h
+
+    def pause(self) -> None:
+        """A step without a draft (nothing left to draft): neither timed nor calibrated."""
+        self._t0, self.n, self.value = None, 0, 0.0
+
+    @property
+    def rate(self) -> float:
+        return (1.0 + self.rho * self.value) / self.cost
+
+    def _grow(self, v: float, extra: float) -> bool:
+        more = _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1) + extra
+        return (1.0 + self.rho * (self.value + v)) / (self.cost + more) > self.rate
+
+    def worth(self, v: float) -> bool:
+        """Add the next candidate (value v)? Books it when so."""
+        if self.n >= MAX_AUTO or not self._grow(v, 0.0):
+            return False
+        step = _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1)
+        self.n, self.value, self.cost, self._model = self.n + 1, self.value + v, self.cost + step, self._model + step
+        return True
+
+    def worth_round(self, v: float, nodes: int) -> bool:
+        """Pay a draft forward of `nodes` tree nodes to score children whose best is worth v? Books
+        the forward when so."""
+        fwd = _extended(self.d, nodes)
+        if self.n >= MAX_AUTO or not self._grow(v, fwd):
+            return False
+        self.cost, self._model = self.cost + fwd, self._model + fwd
+        return True
+
+    def observe(self, accepted: int) -> None:
+        self.accepted += accepted
+        self.valued += self.value
+
+    def _curves(self, context: int) -> None:
+        if self._context is None or abs(context - self._context) >= RECURVE:
+            self._context = context
+            self.c, self.d = costs.curve(self.target, context=context), costs.curve(self.draft, context=context)
+
+    def _beyond(self) -> float:
+        return max(statistics.median(self.seen), 0.0) if self.seen else 0.0
+
+    def rest(self) -> int:
+        """Plain steps to take next: PROBE_MAX when no tree could pay at the measured costs, else 0."""
+        if not self.seen or self._resting is not None:
+            return 0
+        self._curves(self._context if self._context is not None else costs.CONTEXT)
+        key = (self._beyond(), self.memo.get("plain") or self.c[1], self._context)
+        if self._hopeless is None or self._hopeless[0] != key:
+            h, plain, _ = key
+            rounds, best = self.d[1], 0.0  # the root's draft step, then one round per depth
+            for n in range(1, MAX_AUTO + 1):
+                best = max(best, (1 + n) / (h + _extended(self.c, n + 1) + rounds))
+                rounds += _extended(self.d, n)
+            self._hopeless = (key, best * plain <= 1.0)
+        if not self._hopeless[1]:
+            return 0
+        self._resting, self._t0 = (self.clock(), PROBE_MAX), None
+        return PROBE_MAX
+
+
 class DySpecDrafter(DraftModelDrafter):
-    def __init__(self, req, budget: int, expand: int):
+    def __init__(self, req, budget: int | None, expand: int, auto: AutoSize | None = None):
         super().__init__(req)
-        self.budget, self.expand = budget, expand
+        self.auto = auto if budget is None else None
+        if budget is None and self.auto is None:
+            self.auto = AutoSize(req)
+        self.budget, self.expand = budget if budget is not None else MAX_AUTO, expand
         self._first_child = 0.5  # running mean of the value share of a node's first child
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         tokens, parents = [int(ctx[-1])], [-1]
         if max_depth == 0:
+            if self.auto is not None:
+                self.auto.pause()
             return Draft(TokenTree.chain(tokens))
-        greedy = not self.sampling.do_sample
+        greedy, auto = not self.sampling.do_sample, self.auto
+        if auto is not None:
+            auto.start(len(ctx))
         nodes = {0: _Node(0, 0.0, self.q(self.root_logits(ctx)), greedy, self.budget)}
         heap: list[tuple[float, int]] = []  # (-log value of its next child, node)
         self._push(heap, nodes, 0)
-        while heap and len(tokens) - 1 < self.budget:
+        done = False
+        while heap and len(tokens) - 1 < self.budget and not done:
             fresh = []  # new nodes whose children the draft must score
             pending = -math.inf  # estimated log value of the best child of a fresh node
             while heap and len(fresh) < self.expand and len(tokens) - 1 < self.budget:
                 if -heap[0][0] < pending:  # a fresh node's child would come next: score first
+                    break
+                if auto is not None and not auto.worth(math.exp(-heap[0][0])):
+                    done = True
                     break
                 _, n = heapq.heappop(heap)
                 parent = nodes[n]
@@ -110,10 +260,13 @@ class DySpecDrafter(DraftModelDrafter):
                     logv = parent.logv + float(parent.q[x].log())
                     fresh.append((len(tokens) - 1, logv))
                     pending = max(pending, logv + math.log(self._first_child))
-            if len(tokens) - 1 >= self.budget:
+            if len(tokens) - 1 >= self.budget or done:
                 break
             if not fresh:  # every new node is at the depth limit: keep widening
                 continue
+            if auto is not None and not auto.worth_round(math.exp(max(pending, -heap[0][0] if heap else -math.inf)),
+                                                         len(tokens) - 1):
+                break
             qs = self.q(self.score_tree(len(ctx), tokens, parents)[[i - 1 for i, _ in fresh]])  # [F, V]
             for (i, logv), q in zip(fresh, qs):
                 nodes[i] = _Node(nodes[parents[i]].depth + 1, logv, q, greedy, self.budget)
@@ -125,6 +278,14 @@ class DySpecDrafter(DraftModelDrafter):
             return Draft(tree)
         rows = {i: nd.q for i, nd in nodes.items() if nd.drawn}
         return Draft(tree, stack_q(rows, len(tree), nodes[0].q.shape[-1]))
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        super().observe(draft, path, logits)
+        if self.auto is not None:
+            self.auto.observe(len(path) - 1)
+
+    def rest(self) -> int:
+        return self.auto.rest() if self.auto is not None else 0
 
     @staticmethod
     def _push(heap, nodes, n: int) -> None:
