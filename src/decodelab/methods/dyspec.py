@@ -38,7 +38,8 @@ worth 2 tokens). The next candidate, of value v, is added while rho v / (c(n + 2
 E / T; another draft round is paid for while the best child it would score is worth its forward
 too. The rule reads values of tokens already drawn and the next candidate's value before it is
 drawn, as the round rule does, so sampling stays exact. On zoo:code-target (torch, 1 thread,
-HumanEval) a budget of 8 ran 1.28x greedy and the fixed 24 0.78x: GPU-shaped on this CPU. At most
+benchmarks/dyspec.toml, HumanEval / held-out code) auto ran 1.06 / 0.91x greedy, the best fixed
+budget (4) 1.12 / 1.01x and the card's 24 0.71 / 0.76x: GPU-shaped on this CPU. At most
 MAX_AUTO nodes. And when, at the measured costs, no tree could beat plain decoding even if every
 node were accepted (the best chain of n <= MAX_AUTO nodes, one draft round per depth, against a
 plain step's time, measured while resting, before that the curve's 1-token forward), the
