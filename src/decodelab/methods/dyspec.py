@@ -139,7 +139,7 @@ class AutoSize:
         self._context = None
         self._t0, self._model, self._first = None, 0.0, True
         self._resting: tuple[float, int] | None = None  # (clock, steps) of the rest under way
-        self._hopeless: tuple | None = None  # (h, plain step, context) -> the verdict, while they hold
+        self._hopeless: tuple | None = None  # ((plain step, context), the h from which no tree pays)
 
     def start(self, context: int) -> None:
         """A step begins: the previous one's time beyond the model is kept, the curves read."""
@@ -168,15 +168,15 @@ class AutoSize:
     def rate(self) -> float:
         return (1.0 + self.rho * self.value) / self.cost
 
-    def _grow(self, v: float, extra: float) -> bool:
-        more = _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1) + extra
-        return (1.0 + self.rho * (self.value + v)) / (self.cost + more) > self.rate
+    def _pays(self, v: float, more: float) -> bool:
+        """Would value v for `more` seconds raise the expected tokens per second?"""
+        return self.n < MAX_AUTO and (1.0 + self.rho * (self.value + v)) / (self.cost + more) > self.rate
 
     def worth(self, v: float) -> bool:
         """Add the next candidate (value v)? Books it when so."""
-        if self.n >= MAX_AUTO or not self._grow(v, 0.0):
-            return False
         step = _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1)
+        if not self._pays(v, step):
+            return False
         self.n, self.value, self.cost, self._model = self.n + 1, self.value + v, self.cost + step, self._model + step
         return True
 
@@ -184,7 +184,7 @@ class AutoSize:
         """Pay a draft forward of `nodes` tree nodes to score children whose best is worth v? Books
         the forward when so."""
         fwd = _extended(self.d, nodes)
-        if self.n >= MAX_AUTO or not self._grow(v, fwd):
+        if not self._pays(v, _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1) + fwd):
             return False
         self.cost, self._model = self.cost + fwd, self._model + fwd
         return True
@@ -206,15 +206,17 @@ class AutoSize:
         if not self.seen or self._resting is not None:
             return 0
         self._curves(self._context if self._context is not None else costs.CONTEXT)
-        key = (self._beyond(), self.memo.get("plain") or self.c[1], self._context)
+        key = (self.memo.get("plain") or self.c[1], self._context)
         if self._hopeless is None or self._hopeless[0] != key:
-            h, plain, _ = key
-            rounds, best = self.d[1], 0.0  # the root's draft step, then one round per depth
+            # a chain of n always-accepted nodes loses to plain steps when (1 + n) plain <= h + c(n + 1)
+            # + its draft rounds; no n wins once h reaches the largest gap, computed once per key
+            # (h moves with nearly every step)
+            plain, rounds, gap = key[0], self.d[1], -math.inf  # the root's draft step, then a round per depth
             for n in range(1, MAX_AUTO + 1):
-                best = max(best, (1 + n) / (h + _extended(self.c, n + 1) + rounds))
+                gap = max(gap, (1 + n) * plain - _extended(self.c, n + 1) - rounds)
                 rounds += _extended(self.d, n)
-            self._hopeless = (key, best * plain <= 1.0)
-        if not self._hopeless[1]:
+            self._hopeless = (key, gap)
+        if self._beyond() < self._hopeless[1]:
             return 0
         self._resting, self._t0 = (self.clock(), PROBE_MAX), None
         return PROBE_MAX
@@ -223,9 +225,7 @@ class AutoSize:
 class DySpecDrafter(DraftModelDrafter):
     def __init__(self, req, budget: int | None, expand: int, auto: AutoSize | None = None):
         super().__init__(req)
-        self.auto = auto if budget is None else None
-        if budget is None and self.auto is None:
-            self.auto = AutoSize(req)
+        self.auto = None if budget is not None else auto or AutoSize(req)
         self.budget, self.expand = budget if budget is not None else MAX_AUTO, expand
         self._first_child = 0.5  # running mean of the value share of a node's first child
 
