@@ -136,8 +136,6 @@ def train(
         raise DecodeLabError(f"--init-from {init_from}: not a checkpoint directory (no config.json)")
     if stage not in ("all", "main", "context"):
         raise DecodeLabError(f"stage must be all, main or context, got {stage!r}")
-    if precision not in ("fp32", "bf16"):
-        raise DecodeLabError(f"precision must be fp32 or bf16, got {precision!r}")
     if stage == "context" and (RECIPES[name].context is None or init_from is None):
         raise DecodeLabError(f"--stage context runs the longer-context stage from a main-stage checkpoint: it needs "
                              f"--init-from" + ("" if RECIPES[name].context is not None else
