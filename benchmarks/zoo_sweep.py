@@ -1,6 +1,7 @@
 """Train several variants of a zoo recipe at once on one GPU and keep the best by held-out loss.
 
-How zoo:code-target-l's recipe was chosen, on a device machine (docs/zoo.md): every variant
+For choosing zoo:code-target-l's recipe on a device machine (none was lent to train it; the
+bundled one is the base variant, trained on a CPU as below; docs/zoo.md): every variant
 trains from scratch in its own process through the zoo's own training loop
 (``decodelab.zoo.training.run``, the code ``decodelab zoo train`` runs), with early stopping on
 held-out windows; at ``--deadline`` seconds each variant is told to stop its main stage
@@ -10,19 +11,16 @@ the lowest held-out loss on the card (all held-out 1024-token windows) wins.
     decodelab zoo export-corpus .stdlib        # here: the corpus this Python trains on
     DECODELAB_STDLIB=.stdlib python benchmarks/zoo_sweep.py --device cuda --out /tmp/sweep --deadline 240 --pack $OUT
 
-On a CPU, in stages (issue 16's path without a device): one variant's main stage at a time, each
-stage ending at ``--deadline`` with its best weights, the next one starting from them
-(``--init-from``), then the context stage. ``--precision bf16`` (bfloat16 autocast while
-training) runs about 1,300 tokens/s on 2 threads of a CPU with AVX512-BF16, against about 750 in
-float32 (``lscpu`` lists avx512_bf16 or amx on such CPUs; without them bfloat16 products are
-emulated, which this was not measured on):
+On a CPU (issue 16's path without a device): one variant, its main stage, then its context
+stage from it (``--init-from``), each bounded by ``--deadline``. ``--precision bf16`` (bfloat16
+autocast while training) runs about 1,300 tokens/s on 2 threads of a CPU with AVX512-BF16, against
+about 750 in float32 (``lscpu`` lists avx512_bf16 or amx on such CPUs; without them bfloat16
+products are emulated, which this was not measured on). The bundled code-target-l (58 + 17 min):
 
-    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 4000000 \
-        --precision bf16 --deadline 3300 --out .runs/stage1
-    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 4000000 \
-        --precision bf16 --init-from .runs/stage1/lr1e-3 --deadline 3300 --out .runs/stage2
-    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage context --precision bf16 \
-        --init-from .runs/stage2/lr1e-3 --out .runs/stage3
+    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 10000000 \
+        --precision bf16 --deadline 4200 --out .runs/main
+    python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage context --tokens 2000000 \
+        --precision bf16 --init-from .runs/main/lr1e-3 --deadline 1200 --out .runs/ctx
 
 ``--pack DIR`` writes what a device machine can send back: the winner's weights in parts of at
 most 15 MiB (``cat model.safetensors.part* > model.safetensors``) and every variant's card,
@@ -43,17 +41,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from decodelab.zoo.card import read_card
-from decodelab.zoo.recipes import RECIPES, ContextStage
+from decodelab.zoo.recipes import RECIPES
 
 PART = 15 * 2**20
 
-# From scratch at code-target-l's shape; main stage at 256 tokens, context stage at 1024 (as
-# code-target: cheaper than 1024 from the start, and better on this corpus).
-BASE = replace(
-    RECIPES["code-target-l"], grow_from=None, seq_len=256, batch_size=32, lr=1e-3, weight_decay=0.1, warmup=100,
-    tokens=8_000_000, eval_every=100, eval_windows=96, patience=5,
-    context=ContextStage(seq_len=1024, batch_size=8, tokens=2_000_000, lr=2.5e-4, eval_every=25, eval_windows=48),
-)
+# code-target-l's recipe: from scratch, main stage at 256 tokens, context stage at 1024
+BASE = RECIPES["code-target-l"]
 
 VARIANTS = {
     "lr1e-3": {},

@@ -79,12 +79,12 @@ def test_unsupported_sources_are_refused(src_kw, match):
 def test_recipe_grow_from_is_checked():
     from decodelab.zoo.recipes import RECIPES, Arch
 
-    r = RECIPES["code-target-l"]
+    r = dataclasses.replace(RECIPES["code-target-l"], grow_from="code-target")
     with pytest.raises(DecodeLabError, match="another zoo model"):
         dataclasses.replace(r, grow_from="code-target-l")
     with pytest.raises(DecodeLabError, match="grows a Llama causal LM"):
         dataclasses.replace(RECIPES["code-mdlm"], grow_from="code-target")
-    assert "grow_from" not in RECIPES["code-target"].describe()  # older cards' records unchanged
+    assert "grow_from" not in RECIPES["code-target-l"].describe()  # recipes that start fresh: as before
     assert r.describe()["grow_from"] == "code-target" and r.arch == Arch(hidden=576, ffn=1536, layers=6, heads=12)
 
 
@@ -108,7 +108,8 @@ def test_training_starts_from_the_grown_zoo_model():
     from decodelab.zoo.training import _initial_model
 
     tok = load_tokenizer()
-    r = dataclasses.replace(RECIPES["code-target-l"], arch=Arch(hidden=384, ffn=1024, layers=5, heads=8))
+    r = dataclasses.replace(RECIPES["code-target-l"], grow_from="code-target",
+                            arch=Arch(hidden=384, ffn=1024, layers=5, heads=8))
     grown = _initial_model(r, tok, None, seed=0).eval()
     src = load_checkpoint(RECIPES["code-target"], zoo.resolve("code-target")).eval()
     ids = tok("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
