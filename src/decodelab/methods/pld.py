@@ -19,8 +19,9 @@ LZ77-style copy), so a repetition of period p still yields a full num_tokens dra
 tokens; (3) default max_ngram 10 (transformers: max_matching_ngram_size=2; the original's 3): the
 longest earlier match is the most specific one, and its acceptance is kept apart. Interleaved
 A/B runs against max_ngram 3 (8 prompts, 128 tokens, fastest of 3, 1 thread): HumanEval 1.07-1.09x
-on zoo:code-target-l (llama.cpp) and 1.08x on zoo:code-target (torch); held-out code 1.00x and
-1.02x; where drafting cannot pay (zoo:code-target on llama.cpp) both rest, within 1%.
+on zoo:code-target-l (llama.cpp; the grown model of 2026-11) and 1.08x on zoo:code-target
+(torch); held-out code 1.00x and 1.02x (on the from-scratch code-target-l, one bench run: 1.08x and
+0.99x); where drafting cannot pay (zoo:code-target on llama.cpp) both rest, within 1%.
 Lossless: greedy; in sampling mode the draft is a deterministic guess (q = None), which
 rejection sampling verifies exactly.
 """
