@@ -11,11 +11,12 @@ the lowest held-out loss on the card (all held-out 1024-token windows) wins.
     decodelab zoo export-corpus .stdlib        # here: the corpus this Python trains on
     DECODELAB_STDLIB=.stdlib python benchmarks/zoo_sweep.py --device cuda --out /tmp/sweep --deadline 240 --pack $OUT
 
-On a CPU (issue 16's path without a device): one variant, its main stage, then its context
-stage from it (``--init-from``), each bounded by ``--deadline``. ``--precision bf16`` (bfloat16
-autocast while training) runs about 1,300 tokens/s on 2 threads of a CPU with AVX512-BF16, against
-about 750 in float32 (``lscpu`` lists avx512_bf16 or amx on such CPUs; without them bfloat16
-products are emulated, which this was not measured on). The bundled code-target-l (58 + 17 min):
+On a CPU (issue 16's path without a device): one variant, its main stage, then its context stage
+from it (``--init-from``), each bounded by ``--deadline``. ``--precision bf16`` (bfloat16 autocast
+while training) runs about 1,300 tokens/s on 2 threads of a CPU with AVX512-BF16 (2,900 on an Intel
+Xeon with AMX), against about 750 in float32 (``lscpu`` lists avx512_bf16 or amx on such CPUs;
+without them bfloat16 products are emulated, which this was not measured on). The bundled
+code-target-l (58 + 17 min):
 
     python benchmarks/zoo_sweep.py --device cpu --only lr1e-3 --stage main --tokens 10000000 \
         --precision bf16 --deadline 4200 --out .runs/main

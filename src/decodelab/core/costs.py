@@ -21,8 +21,9 @@ worth drafting (auto gamma 1.03 / 1.00x llama.cpp's greedy on HumanEval / held-o
 against 1.36 / 1.04x for gamma 5; per depth: 1.26 / 1.08x; on the from-scratch code-target-l,
 auto 1.13 / 0.97x, gamma 3 1.07 / 0.86x, gamma 5 0.96 / 0.73x). One estimate per key when the
 drafter knows what kind of draft it holds (prompt lookup: the length of the matched n-gram,
-since a 3-gram match is copied right far more often than a 1-gram one). While g = 0 nothing is verified, so a step drafts one token now
-and then to keep the estimate current: after PROBE_EVERY idle steps, the wait doubling after
+since a 3-gram match is copied right far more often than a 1-gram one). While g = 0 nothing is
+verified, so a step drafts one token now and then to keep the estimate current: after
+PROBE_EVERY idle steps, the wait doubling after
 each probe that does not bring drafting back (up to PROBE_MAX: a probe costs a draft model its
 catching up), and PROBE_MAX steps when even always-accepted drafts would not pay at the measured
 costs. T(g) is corrected online by the steps' measured time (AutoLength). And when, at the measured

@@ -20,8 +20,9 @@ tokens; (3) default max_ngram 10 (transformers: max_matching_ngram_size=2; the o
 longest earlier match is the most specific one, and its acceptance is kept apart. Interleaved
 A/B runs against max_ngram 3 (8 prompts, 128 tokens, fastest of 3, 1 thread): HumanEval 1.07-1.09x
 on zoo:code-target-l (llama.cpp; the grown model of 2026-11) and 1.08x on zoo:code-target
-(torch); held-out code 1.00x and 1.02x (on the from-scratch code-target-l, one bench run: 1.08x and
-0.99x); where drafting cannot pay (zoo:code-target on llama.cpp) both rest, within 1%.
+(torch); held-out code 1.00x and 1.02x (the from-scratch code-target-l, in one bench run: 1.08x on
+HumanEval, 0.99x on held-out code); where drafting cannot pay (zoo:code-target on llama.cpp) both
+rest, within 1%.
 Lossless: greedy; in sampling mode the draft is a deterministic guess (q = None), which
 rejection sampling verifies exactly.
 """
