@@ -172,9 +172,13 @@ class AutoSize:
         """Would value v for `more` seconds raise the expected tokens per second?"""
         return self.n < MAX_AUTO and (1.0 + self.rho * (self.value + v)) / (self.cost + more) > self.rate
 
+    def _node(self) -> float:
+        """The target's extra cost for one more tree node."""
+        return _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1)
+
     def worth(self, v: float) -> bool:
         """Add the next candidate (value v)? Books it when so."""
-        step = _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1)
+        step = self._node()
         if not self._pays(v, step):
             return False
         self.n, self.value, self.cost, self._model = self.n + 1, self.value + v, self.cost + step, self._model + step
@@ -184,7 +188,7 @@ class AutoSize:
         """Pay a draft forward of `nodes` tree nodes to score children whose best is worth v? Books
         the forward when so."""
         fwd = _extended(self.d, nodes)
-        if not self._pays(v, _extended(self.c, self.n + 2) - _extended(self.c, self.n + 1) + fwd):
+        if not self._pays(v, self._node() + fwd):
             return False
         self.cost, self._model = self.cost + fwd, self._model + fwd
         return True
