@@ -317,3 +317,19 @@ def test_step_times_are_shared_per_model_and_kind_of_draft(tiny_dirs):
     assert costs.clock(lm, "sps", other) is costs.clock(lm.fresh(), "sps", other.fresh())
     toy = ToyLM.random(8)  # no cache key: nothing says two toys are alike, so nothing is shared
     assert costs.clock(toy, "pld") is not costs.clock(toy, "pld")
+
+
+def test_a_paused_clock_leaves_the_other_drafters_steps_untimed():
+    """samd hands some steps to a second drafter: the AutoLength that pauses keeps its own steps'
+    times and not the other's (a 100-second step here), and charges the switch after it."""
+    now = [0.0]
+    auto = AutoLength([0.0] + [1.0] * 17, clock=lambda: now[0], switch=0.5)
+    for dt in (1.0, 1.2):  # the first step's time is never kept; the second runs 0.2 over the curve
+        assert auto.length(2) == 2
+        now[0] += dt
+    auto.pause()
+    now[0] += 100.0  # the other drafter's step
+    assert auto.length(2) == 2
+    now[0] += 1.7  # the curve's second, the switch (the shape changed) and the same 0.2
+    auto.length(2)
+    assert [round(e, 6) for e in auto.seen[2]] == [0.2, 0.2]

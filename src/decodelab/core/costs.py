@@ -211,15 +211,8 @@ class AutoLength:
         """The draft length for the next step (at most max_len; 0: no draft), for a draft of kind
         `key`, `context` tokens into the sequence. Call it once per step, max_len 0 included: the
         time between calls is the step's."""
-        now = self.clock() if self.clock is not None else None
         prev = self._last[1] if self._last is not None else None
-        if self._last is not None and now is not None and self._last[0] is not None:
-            t0, g0, was_first, switched = self._last
-            # the step's error against the curve at the context it ran at (errors carry over from
-            # one context, and one generation, to the next better than times do)
-            err = now - t0 - (self.switch if switched else 0.0) - self.model(g0)
-            if not was_first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
-                self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
+        self._tick()
         first, self._begun, self._probing = not self._begun, True, False
         if context is not None and abs(context - self.context) >= RECURVE:
             self.context = context
@@ -257,6 +250,25 @@ class AutoLength:
             idle[0], idle[1], self._rested = 0, PROBE_EVERY, False
         self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
+
+    def pause(self) -> None:
+        """The next step is another drafter's (a drafter that hands some steps to a second one:
+        samd): the step just taken is timed as at a `length` call, the next one is not, and the
+        first length chosen after it is charged a switch (the other drafter's forward had another
+        size) but never twice. Acceptance estimates are untouched."""
+        self._tick()
+        self._last = (None, -1, False, False)
+
+    def _tick(self) -> None:
+        """Keep the time since the last call as the error of the step it began, when it was timed."""
+        if self._last is None or self._last[0] is None or self.clock is None:
+            return
+        t0, g0, was_first, switched = self._last
+        # the step's error against the curve at the context it ran at (errors carry over from one
+        # context, and one generation, to the next better than times do)
+        err = self.clock() - t0 - (self.switch if switched else 0.0) - self.model(g0)
+        if not was_first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
+            self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
 
     def _switched(self, costs: list[float], prev: int | None) -> list[float]:
         """costs with the switch charged to every length but the previous one (from plain steps, a
