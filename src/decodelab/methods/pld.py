@@ -123,8 +123,15 @@ class LookupDrafter:
         self.config, self.auto, self.index, self.key = config, auto, NgramIndex(config), None
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        return self.draft(self.match(ctx, max_depth), max_depth)
+
+    def match(self, ctx: torch.Tensor, max_depth: int) -> tuple[int, int] | None:
+        """(n, copy start) for ctx's longest recurring suffix n-gram; None without one or without room."""
         self.index.extend(ctx)
-        match = self.index.find() if max_depth else None
+        return self.index.find() if max_depth else None
+
+    def draft(self, match: tuple[int, int] | None, max_depth: int) -> Draft:
+        """The draft copied after `match` (this step's `match`)."""
         self.key = match[0] if match else None
         if self.auto is not None:  # called every step, so its clock sees every step
             k = self.auto.length(max_depth if match else 0, key=self.key, context=len(self.index.ids))
