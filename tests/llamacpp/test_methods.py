@@ -21,7 +21,8 @@ OPTIONS = {"specdecpp": {"head": "none"}}  # its acceptance head reads hidden st
 # the auto sizes decide from this machine's clock, and on zoo:code-target on llama.cpp, where a
 # forward costs about linearly in its tokens, they may rightly not draft at all: the first prompt
 # runs them, the others a fixed size, so that accepted drafts are seen
-PINNED = {"sps": {"gamma": 3}, "pld": {"num_tokens": 4}, "token_recycling": {"template": "top4"}}
+PINNED = {"sps": {"gamma": 3}, "pld": {"num_tokens": 4}, "token_recycling": {"template": "top4"},
+          "samd": {"num_tokens": 4, "gamma": 3}}
 
 
 @pytest.fixture(scope="module")
