@@ -333,3 +333,21 @@ def test_a_paused_clock_leaves_the_other_drafters_steps_untimed():
     now[0] += 1.7  # the curve's second, the switch (the shape changed) and the same 0.2
     auto.length(2)
     assert [round(e, 6) for e in auto.seen[2]] == [0.2, 0.2]
+
+
+def test_an_idle_rest_lasts_until_the_next_probe():
+    """A drafter of one kind (sps) whose acceptance makes drafting not pay rests until the step
+    before its next probe instead of being asked at every step; the probe comes when it would
+    have come asking, and a drafter of several kinds (rest() without idle) is asked every step."""
+    curve = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]  # a drafted token costs half a step
+    picks = {}
+    for idle in (False, True):
+        auto = AutoLength(curve, clock=None)
+        for _ in range(30):
+            auto.update(2, 0)  # nothing accepted: drafting does not pay
+        picks[idle], step = [], 0
+        while step < 60:
+            picks[idle].append((step, auto.length(4)))
+            step += 1 + auto.rest(idle=idle)
+    assert [s for s, g in picks[True] if g] == [s for s, g in picks[False] if g] == [15, 47]  # the probes
+    assert len(picks[False]) == 60 and len(picks[True]) == 5  # asked at every step / around the probes only

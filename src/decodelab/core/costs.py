@@ -121,6 +121,7 @@ class AutoLength:
         self._hopeless: bool | None = None  # no draft pays at the corrected costs, even always accepted (None: not asked yet)
         self._rested = False  # a rest has ended: the next step that could draft probes
         self._probing = False  # that probe's step is under way
+        self._waiting: list | None = None  # the idle count of the last step's kind, when it chose not to draft
         self._begun = False  # a step has been taken (the first one's time is not kept)
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
@@ -188,13 +189,19 @@ class AutoLength:
             self._hopeless = None  # rest() asks again
         return self._costs
 
-    def rest(self, longest: int | None = None) -> int:
+    def rest(self, longest: int | None = None, idle: bool = False) -> int:
         """How many steps to take without drafting and without calling `length` (nor `update`): PROBE_MAX
         when, at the costs corrected so far, no draft of up to `longest` tokens (default: any the
         curve covers) would pay even if always accepted (a plain step that skips the drafter's
         bookkeeping costs less than one that asks); else 0. After a rest the next step that
         could draft probes, and no rest comes before its time is kept (the clock starts again at
-        the probe: the rest's steps are not timed)."""
+        the probe: the rest's steps are not timed).
+        idle: also rest when the last step chose not to draft at the acceptance measured so far,
+        up to the step before its next probe (which then comes as it would have). For a drafter
+        whose every step offers one kind of draft (sps): its choice cannot change before that
+        probe, as nothing is verified in between, so asking at every step only costs Python (on a
+        small llama.cpp model, a tenth of a step). Not for one whose steps differ (pld: the next
+        step's match may be a longer one, worth drafting)."""
         if self._costs is None:  # before the first step: the curve alone (and any step times kept in `seen`)
             self._corrected()
         if self._rested or self._probing:
@@ -203,7 +210,13 @@ class AutoLength:
             longest = len(self._costs) if longest is None else longest
             self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest)
         if not self._hopeless:
-            return 0
+            wait = self._waiting if idle else None
+            steps = wait[1] - wait[0] - 1 if wait is not None else 0
+            if steps <= 0:
+                return 0
+            wait[0] += steps  # the rest's steps count as idle ones: the probe comes on time
+            self._last, self._waiting = (None, 0, False, False), None  # untimed, after plain steps
+            return steps
         self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
 
@@ -222,7 +235,7 @@ class AutoLength:
                 self.per_token, self._costs = self._per_token_at(context), None
         if max_len <= 0:  # nothing to choose (no draft to make): only the clock is kept
             now = self.clock() if self.clock is not None else 0.0
-            self._last = (now, 0, first, prev not in (None, 0))
+            self._last, self._waiting = (now, 0, first, prev not in (None, 0)), None
             return 0
         costs = self._corrected()
         # the choice changes only with the costs, the rates or the previous length: most steps
@@ -248,6 +261,7 @@ class AutoLength:
                     idle[1] = PROBE_MAX
         elif g:
             idle[0], idle[1], self._rested = 0, PROBE_EVERY, False
+        self._waiting = idle if g == 0 and max_len > 0 else None
         self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
 

@@ -78,8 +78,9 @@ class SamDrafter:
         (self.lookup if self.copied else self.model).observe(draft, path, logits)
 
     def rest(self) -> int:
-        """Plain steps only while neither drafter's drafts could pay (the fewer steps of the two)."""
-        return min(d.rest() if hasattr(d, "rest") else 0 for d in (self.lookup, self.model))
+        """Plain steps only while neither drafter's drafts could pay even if always accepted (the
+        fewer steps of the two; not sps's idle rests: the next step may be the other drafter's)."""
+        return min(a.rest() if a is not None else 0 for a in self._autos)
 
 
 @register("samd", family="speculative", config=SamdConfig, lossless="sampling", draft=True,

@@ -65,7 +65,7 @@ class AutoChainDrafter(ChainDrafter):
         super().observe(draft, path, logits)
 
     def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
-        return self.auto.rest()
+        return self.auto.rest(idle=True)  # every step offers the same kind of draft
 
 
 class HeuristicChainDrafter(ChainDrafter):
