@@ -351,3 +351,20 @@ def test_an_idle_rest_lasts_until_the_next_probe():
             step += 1 + auto.rest(idle=idle)
     assert [s for s, g in picks[True] if g] == [s for s, g in picks[False] if g] == [15, 47]  # the probes
     assert len(picks[False]) == 60 and len(picks[True]) == 5  # asked at every step / around the probes only
+
+
+def test_the_step_before_an_idle_rest_is_timed():
+    """Its plain-step error is what every choice to draft is weighed against; the rest's steps are
+    not timed (the next call measures nothing)."""
+    now = [0.0]
+    curve = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]
+    auto = AutoLength(curve, clock=lambda: now[0])
+    for _ in range(30):
+        auto.update(2, 0)
+    for _ in range(2):  # the first step's time is never kept
+        assert auto.length(4) == 0
+        now[0] += 1.3
+    assert auto.rest(idle=True) == PROBE_EVERY - 3
+    now[0] += 50.0  # the rest's steps
+    auto.length(4)
+    assert [round(e, 6) for e in auto.seen[0]] == [0.3]

@@ -215,7 +215,10 @@ class AutoLength:
             if steps <= 0:
                 return 0
             wait[0] += steps  # the rest's steps count as idle ones: the probe comes on time
-            self._last, self._waiting = (None, 0, False, False), None  # untimed, after plain steps
+            # the step that chose not to draft is timed (its forward is done; the plain step's error
+            # weighs every choice to draft against it), the rest's steps are not
+            self._tick()
+            self._last, self._waiting = (None, 0, False, False), None
             return steps
         self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
