@@ -30,7 +30,9 @@ costs. T(g) is corrected online by the steps' measured time (AutoLength). And wh
 costs, no draft the drafter could make would pay even if always accepted, the generation rests: `rest()`
 tells the drafter to skip PROBE_MAX steps outright (the speculative loop takes them as plain steps
 without asking it: on a small llama.cpp model the asking costs as much as a tenth of a step), and
-then a probe measures the costs again.
+then a probe measures the costs again. A drafter whose steps all offer one kind of draft (sps) also
+rests between its probes while its measured acceptance makes drafting not pay (`rest(idle=True)`):
+nothing is verified in between, so its choice could not change.
 """
 from __future__ import annotations
 
