@@ -368,3 +368,30 @@ def test_the_step_before_an_idle_rest_is_timed():
     now[0] += 50.0  # the rest's steps
     auto.length(4)
     assert [round(e, 6) for e in auto.seen[0]] == [0.3]
+
+
+def test_acceptance_and_the_probe_wait_outlive_a_generation():
+    """With `carry`, a generation after one whose drafts were rejected starts without drafting
+    and probes after the wait the last one reached; one after a well-accepted generation drafts
+    from its first step."""
+    curve = [0.0] + [1.0 + 0.7 * (n - 1) for n in range(1, 17)]  # a drafted token costs 0.7 of a step
+
+    def generation(carry, accept: bool, steps: int = 100) -> list[int]:
+        auto, picks = AutoLength(curve, clock=None, carry=carry), []
+        for _ in range(steps):
+            g = auto.length(4)
+            picks.append(g)
+            auto.update(g, g if accept else 0)
+        return picks
+
+    carry: dict = {}
+    first = generation(carry, accept=False)
+    assert first[0] > 0  # the prior's 0.6: the first steps draft
+    wait = carry[None][2]  # the wait before the next probe, doubled at each probe of the first generation
+    assert wait == PROBE_EVERY * 2 ** len([g for g in first[first.index(0):] if g])
+    second = generation(carry, accept=False)
+    assert second[0] == 0 and [i for i, g in enumerate(second) if g] == [wait - 1]  # its first probe
+    assert generation({}, accept=False)[0] > 0  # without carry each generation starts from the prior
+    good: dict = {}
+    generation(good, accept=True)
+    assert generation(good, accept=True)[0] == 4

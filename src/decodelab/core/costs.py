@@ -102,10 +102,15 @@ class AutoLength:
     decides. seen: where the errors are kept (models/costs.clock: one dict per kind of draft
     and model, so that a generation starts from what the ones before it measured instead of
     from the curve alone, whose errors had the first steps of every generation draft where
-    drafting did not pay); None: this generation's own."""
+    drafting did not pay); None: this generation's own. carry: where the pooled acceptance and
+    the wait before the next probe of each kind of draft outlive a generation (a dict shared like
+    `seen`): a generation starts from the last one's rate, worth the prior's 5 positions, and its
+    wait, instead of drafting its first steps on the prior's 0.6 and probing after PROBE_EVERY
+    steps (sps asks for it: a draft model that does not pay otherwise prefills the prompt and
+    catches up at three probes in every 128-token generation); None: the prior."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0,
-                 seen: dict | None = None):
+                 seen: dict | None = None, carry: dict | None = None):
         self._target_at = target if callable(target) else None
         self._per_token_at = per_token if callable(per_token) else None
         self.context = 0  # the context length the curves were read at
@@ -116,6 +121,11 @@ class AutoLength:
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
+        self.carry = carry
+        w = PRIOR_ACCEPT + PRIOR_REJECT
+        for key, (a, r, wait) in list((carry or {}).items()):  # a snapshot: other threads may write it
+            self.counts[key] = [w * a / (a + r), w * r / (a + r)]
+            self.idle[key] = [0, wait]
         # draft length -> the last RECENT steps' seconds beyond the model (the curve and drafting)
         self.seen: dict[int, deque] = {} if seen is None else seen
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
@@ -304,6 +314,8 @@ class AutoLength:
         c = self.counts.setdefault(key, [PRIOR_ACCEPT, PRIOR_REJECT])
         c[0] += accepted
         c[1] += 1 if accepted < drafted else 0
+        if self.carry is not None:
+            self.carry[key] = (c[0], c[1], self.idle.get(key, (0, PROBE_EVERY))[1])
         acc, tried = self.depths.setdefault(key, ([], []))
         for k in range(min(accepted + 1, drafted)):  # the depths verified: the accepted, then the first rejected
             if k == len(tried):

@@ -48,13 +48,15 @@ class SpSConfig(Options):
 
 class AutoChainDrafter(ChainDrafter):
     """gamma chosen before each step by core.costs.AutoLength from both models' cost curves. kind:
-    where its clock keeps step times (models/costs.clock), one per method that drafts with it."""
+    where its clock keeps step times, and its acceptance and probe wait (`carry`) outlive a
+    generation (models/costs.clock), one per method that drafts with it."""
 
     def __init__(self, req, kind: str = "sps"):
         super().__init__(req, 0)
         self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
                                lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target),
-                               seen=costs.clock(req.target, kind, req.draft))
+                               seen=costs.clock(req.target, kind, req.draft),
+                               carry=costs.clock(req.target, f"{kind}:carry", req.draft))
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         self.gamma = self.auto.length(max_depth, context=len(ctx))
