@@ -91,5 +91,5 @@ def run(req, config: SamdConfig):
     if config.num_tokens is None:
         auto = AutoLength(lambda n: costs.curve(req.target, context=n), switch=costs.switch(req.target),
                           seen=costs.clock(req.target, "samd"))
-    model = AutoChainDrafter(req, "samd") if config.gamma is None else ChainDrafter(req, config.gamma)
+    model = AutoChainDrafter(req, "samd", carry=False) if config.gamma is None else ChainDrafter(req, config.gamma)
     return speculative.decode(req, SamDrafter(LookupDrafter(pld, auto), model))

@@ -48,15 +48,16 @@ class SpSConfig(Options):
 
 class AutoChainDrafter(ChainDrafter):
     """gamma chosen before each step by core.costs.AutoLength from both models' cost curves. kind:
-    where its clock keeps step times, and its acceptance and probe wait (`carry`) outlive a
-    generation (models/costs.clock), one per method that drafts with it."""
+    where its clock keeps step times, and (carry) where its acceptance and probe wait outlive a
+    generation (models/costs.clock), one per method that drafts with it. carry=False: for a
+    drafter that hands it only some steps (samd), whose wait would idle it across generations."""
 
-    def __init__(self, req, kind: str = "sps"):
+    def __init__(self, req, kind: str = "sps", carry: bool = True):
         super().__init__(req, 0)
         self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
                                lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target),
                                seen=costs.clock(req.target, kind, req.draft),
-                               carry=costs.clock(req.target, f"{kind}:carry", req.draft))
+                               carry=costs.clock(req.target, f"{kind}:carry", req.draft) if carry else None)
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         self.gamma = self.auto.length(max_depth, context=len(ctx))
