@@ -133,7 +133,7 @@ class LookupDrafter:
     def draft(self, match: tuple[int, int] | None, max_depth: int) -> Draft:
         """The draft copied after `match` (this step's `match`)."""
         self.key = match[0] if match else None
-        if self.auto is not None:  # called every step, so its clock sees every step
+        if self.auto is not None:  # called at every step it drafts (all of pld's; samd pauses it over the others)
             k = self.auto.length(max_depth if match else 0, key=self.key, context=len(self.index.ids))
         else:
             k = min(self.config.num_tokens, max_depth) if match else 0
