@@ -236,6 +236,19 @@ def test_a_change_of_draft_length_is_charged_the_switch_cost():
     assert auto.length(2) == 2 and auto.length(2) == 2  # the first step has no previous shape; then no switch
 
 
+def test_a_curve_measured_on_another_host_is_not_read(tmp_path, monkeypatch, tiny_dirs):
+    """The host CPU is part of the cache key: a cache directory carried to another machine measures
+    there afresh instead of reading (or merging into) the first machine's curve."""
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path))
+    assert costs.host() and costs.host() == costs.host()
+    costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=4)
+    monkeypatch.setattr(costs, "host", lambda: "another CPU|flags|L3U=32768K|cpus=2")
+    measured = []
+    monkeypatch.setattr(costs, "measure", lambda lm, n: measured.append(n) or {"seconds": [0.0] + [1.0] * n})
+    assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=4) == [0.0] + [1.0] * 4
+    assert measured == [4] and len(list((tmp_path / "costs").glob("*.json"))) == 2
+
+
 def test_a_curve_cached_on_a_busy_machine_is_measured_again(tmp_path, monkeypatch, tiny_dirs):
     """A process that reads a cached curve whose 1-token forward is far slower than it now runs
     measures again and keeps the faster value at every point; one that is not slower is kept."""

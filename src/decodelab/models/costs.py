@@ -18,7 +18,7 @@ in blocks of 256 cells: code-target's 1-token forward costs 0.42 ms after 64-250
 after 258-510 and 0.78 ms after 520; torch: 1), between the two (extrapolating past FAR; never
 below the short curve).
 
-Measured once per (adapter kind, weights, dtype, device, threads) and cached twice: on the adapter
+Measured once per (adapter kind, weights, dtype, device, threads, host CPU) and cached twice: on the adapter
 (`costs`, a dict its fresh() copies share) and on disk under $DECODELAB_CACHE (default
 ~/.cache/decodelab)/costs/, so later processes skip the measurement. Each point is the fastest of
 REPEATS forwards, the lengths interleaved: the machine's other work only ever adds time, and a
@@ -26,7 +26,12 @@ curve cached from a busy minute would steer every later run (a median of 5 had c
 zoo:code-target's 1-token forward at 0.8 ms, against 0.45 ms measured quiet; on this shared
 machine a whole second of measuring can run 2x slow). So a process that reads a cached curve
 first measures the 1-token point again: when it runs more than QUIETER faster than the curve says,
-the curve is measured again and the faster of the two kept at every point.
+the curve is measured again and the faster of the two kept at every point. The host CPU (`host()`:
+its model name, instruction set and cache sizes) is part of the key: a cache directory outlives the
+machine it was measured on (a home directory moved to another host, a container image), and the
+faster-of-two merge would otherwise mix two machines' curves (seen here: zoo:code-target-l's 105 MB
+of weights stream from memory on a host with a 32 MB last-level cache and stay in the 480 MB one of
+another, and the two curves differ in shape, not by a factor).
 
 Shape switches. llama.cpp reuses its compute graph between forwards of one shape and rebuilds it
 when the number of tokens changes: zoo:code-target's 1-token forward costs 0.35-0.45 ms in a run
@@ -37,9 +42,11 @@ steps that change the size.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -54,7 +61,7 @@ CONTEXT = 64  # prefix length of the first curve
 FAR = 512  # prefix length of the second (at most what the model's context leaves)
 REPEATS = 5
 QUIETER = 0.15  # a cached curve is measured again when that check runs this much faster
-_VERSION = 3
+_VERSION = 4  # 4: the host CPU is part of the key
 
 
 def curve(lm, n_max: int = N_MAX, context: int = CONTEXT) -> list[float]:
@@ -182,13 +189,38 @@ def _name(lm) -> str:
 
 
 def _key(lm) -> str | None:
-    """What the cost depends on: the adapter's own key (weights, dtype, device), the threads."""
+    """What the cost depends on: the adapter's own key (weights, dtype, device), the threads, the host CPU."""
     own = getattr(lm, "cache_key", None)
     if own is None:
         return None
     threads = os.environ.get("DECODELAB_NUM_THREADS") or torch.get_num_threads()
-    text = f"{_VERSION}|{type(lm).__name__}|{own}|threads={threads}|n={CONTEXT}"
+    text = f"{_VERSION}|{type(lm).__name__}|{own}|threads={threads}|n={CONTEXT}|host={host()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def host() -> str:
+    """The host CPU as far as a forward's cost goes: its model name, a digest of its instruction-set
+    flags and its cache sizes (Linux: /proc/cpuinfo and sysfs), and the logical CPUs; elsewhere what
+    the platform module says."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == (platform.processor() or platform.machine()):
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = hashlib.sha256(" ".join(sorted(value.split())).encode()).hexdigest()[:8]
+    except OSError:
+        pass
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            caches.append(f"L{(index / 'level').read_text().strip()}{(index / 'type').read_text().strip()[0]}="
+                          f"{(index / 'size').read_text().strip()}")
+        except OSError:
+            pass
+    return "|".join([name, flags, ",".join(caches), f"cpus={os.cpu_count()}"])
 
 
 def _path(key: str) -> Path:
