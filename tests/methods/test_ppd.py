@@ -11,7 +11,8 @@ import torch
 
 import decodelab
 from decodelab.errors import DecodeLabError
-from decodelab.methods.ppd import best_paths, build_tree, load_prompts, memory_overhead, save_prompts
+from decodelab.methods.ppd import (Prompts, auto_budget, best_paths, build_tree, load_prompts, memory_overhead,
+                                  save_prompts)
 from decodelab.models import ToyLM
 from methods.spec_helpers import check_converges, equal_to_greedy, one_thread, request  # noqa: F401
 
@@ -38,6 +39,23 @@ def test_build_tree_under_a_budget(budget, paths, prompts):
     tree = build_tree(HAND, budget)
     assert tree["paths"] == paths and tree["prompts"] == prompts
     assert tree["tokens"] <= budget
+
+
+def test_auto_budget_follows_the_forward_costs():
+    """budget auto: the tree with the most expected tokens per second on the given forward costs.
+    Where a forward costs the same for any number of tokens (memory-bound) the largest tree the
+    curve covers wins; where every token costs as much as the first, none pays beyond the root and
+    its prompt token; in between, the tree whose gain outruns its tokens' cost."""
+    prompts = Prompts(torch.zeros(3, 4), HAND, {})
+    flat = [0.0] + [1.0] * 16
+    assert auto_budget(prompts, 100, flat) == 16  # 16 tokens: p = 3, the three-deep chain (1.98)
+    linear = [0.0] + [float(n) for n in range(1, 17)]
+    assert auto_budget(prompts, 100, linear) == 2  # (1 + E) / tokens never beats 1 / 2
+    # a step costs 1 + 0.05 per token beyond the first: the 9-token tree (1 + 1.62 in 1.4) beats the
+    # 16-token one (1 + 1.98 in 1.75) and the 4-token one (1 + 0.9 in 1.15)
+    step = [0.0] + [1.0 + 0.05 * (n - 1) for n in range(1, 17)]
+    assert auto_budget(prompts, 100, step) == 9
+    assert build_tree(HAND, 9)["tokens"] == 9
 
 
 def _cycle_toy(scale: float = 6.0) -> ToyLM:

@@ -15,7 +15,13 @@ per-depth top-k accuracy acc[d][r] the recipe measured: for each prompt count p 
 first, which maximises the expected accepted length sum_path prod acc), keeping the p with the
 largest expected length. `budget` = the most tokens one target forward scores: root, candidates
 and every node's p prompt tokens. The recipe stores the trees for a list of budgets with the
-embeddings; other budgets are built from the stored table the same way.
+embeddings; other budgets are built from the stored table the same way. budget = "auto" (the
+default) takes, once per generation, the tree whose expected tokens per step (1 + its expected
+accepted length) over the target's measured forward cost for its tokens (models/costs.py, at the
+prompt's length) is highest: the paper's hardware-aware choice, made on this machine's measured
+curve. Its trees are sized for a GPU, where extra tokens are almost free; on a CPU, where a
+forward's cost grows with its tokens, they lose (zoo:code-target on torch: budgets 4 / 8 / 12 / 16
+ran at 0.94 / 1.09 / 1.00 / 1.06x greedy on HumanEval in one run; 12 was the default).
 Verification: greedy (the output equals the target's greedy output) or exact recursive rejection
 sampling with the guesses as deterministic drafts (q = None): lossless in both modes.
 
@@ -42,6 +48,7 @@ from ..core.templates import TreeTemplate
 from ..core.tree import Draft, ExtraNodes, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
@@ -54,8 +61,10 @@ TOPK = 8  # guesses kept per depth (ranks a tree may use)
 
 @dataclass(frozen=True, kw_only=True)
 class PPDConfig(Options):
-    budget: int = option(12, "most tokens per target forward: root, candidates and their prompt tokens "
-                             "(a node carries p prompt tokens, the tree's depth)", lo=2, hi=512)
+    budget: int | None = option(None, "most tokens per target forward: root, candidates and their prompt tokens "
+                                      "(a node carries p prompt tokens, the tree's depth); auto: the tree with the "
+                                      "most expected tokens per second on the target's measured forward costs",
+                                lo=2, hi=512, auto=True)
     embeddings: str = option("auto", "prompt embeddings: 'auto' (the ones trained for the target's zoo name, "
                                      "zoo/heads/<model>-ppd), a directory or bundled name, or 'init' (untrained)")
 
@@ -211,13 +220,31 @@ class _Shape:
         return Draft(self.template.shape.with_tokens(tokens), extra=ExtraNodes(self.full.with_tokens(full_tokens), self.embeds))
 
 
+def tree_for(prompts: Prompts, budget: int, vocab_size: int) -> dict:
+    """The stored or built tree for a budget, rebuilt without the ranks a small vocabulary lacks."""
+    spec = prompts.tree(budget)
+    if any(r >= vocab_size for path in spec["paths"] for r in path):
+        spec = build_tree([row[:vocab_size] for row in prompts.accuracy], budget)
+    return spec
+
+
+def auto_budget(prompts: Prompts, vocab_size: int, cost: list[float]) -> int:
+    """The budget whose tree commits the most tokens per second: argmax of (1 + expected accepted
+    length) / cost[tokens per forward], over the budgets whose trees the curve covers (cost[n]:
+    seconds of an n-token forward; the smallest budget on ties)."""
+    best, best_rate = 2, 0.0
+    for budget in range(2, len(cost)):
+        spec = tree_for(prompts, budget, vocab_size)
+        if spec["tokens"] < len(cost) and (1.0 + spec["expected"]) / cost[spec["tokens"]] > best_rate * (1 + 1e-9):
+            best, best_rate = budget, (1.0 + spec["expected"]) / cost[spec["tokens"]]
+    return best
+
+
 class PromptDrafter:
     """Guesses from the prompt tokens of the last accepted node, verified with the next ones."""
 
     def __init__(self, prompts: Prompts, budget: int, vocab_size: int):
-        spec = prompts.tree(budget)
-        if any(r >= vocab_size for path in spec["paths"] for r in path):  # a vocabulary smaller than the ranks
-            spec = build_tree([row[:vocab_size] for row in prompts.accuracy], budget)
+        spec = tree_for(prompts, budget, vocab_size)
         self.prompts, self.p = prompts.embeds, int(spec["prompts"])
         self.template = TreeTemplate.from_paths(spec["paths"]) if spec["paths"] else TreeTemplate((-1,), (-1,))
         self.k = max(self.template.max_rank + 1, 1)
@@ -241,5 +268,8 @@ class PromptDrafter:
 @register("ppd", family="speculative", config=PPDConfig, lossless="sampling", needs=("tree_mask", "embeds"),
           budget=lambda b, given: {"budget": b})
 def run(req, config: PPDConfig):
-    return speculative.decode(req, PromptDrafter(resolve_prompts(config, req.target), config.budget,
-                                                       req.target.vocab_size))
+    prompts = resolve_prompts(config, req.target)
+    budget = config.budget
+    if budget is None:
+        budget = auto_budget(prompts, req.target.vocab_size, costs.curve(req.target, context=len(req.prompt)))
+    return speculative.decode(req, PromptDrafter(prompts, budget, req.target.vocab_size))
