@@ -28,6 +28,17 @@ def test_best_length_follows_cost_and_acceptance():
     assert 1 <= best_length(0.7, mid, 0.0, 15) < best_length(0.9, mid, 0.0, 15)
 
 
+def test_best_length_values_a_tree_at_its_depth():
+    """depth_of: a tree of g nodes commits at most its depth + 1 tokens, so on a flat curve the
+    deepest small tree wins over a wider one of the same depth; without it g nodes count as a chain."""
+    flat = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]
+    depth_of = [0, 1, 2, 3, 4, 5, 6] + [6] * 9
+    assert best_length(1.0, flat, 0.0, 15) == 15
+    assert best_length(1.0, flat, 0.0, 15, depth_of) == 6
+    assert best_length([0.9] * 15, flat, 0.0, 15, depth_of) == 6
+    assert AutoLength(flat, clock=None, depth_of=depth_of).length(15) == 6
+
+
 def test_auto_length_learns_acceptance_and_probes():
     auto = AutoLength(FLAT, per_token=0.2, clock=None)  # the curve alone decides
     start = auto.length(10)

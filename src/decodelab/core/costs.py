@@ -63,19 +63,25 @@ def expected_tokens(a, g: int) -> float:
     return total
 
 
-def best_length(a, target: list[float], per_token: float, max_len: int) -> int:
+def best_length(a, target: list[float], per_token: float, max_len: int, depth_of=None) -> int:
     """argmax over g in [0, max_len] of E(g) / (target[g + 1] + g * per_token); target[n] is the
     time of an n-token forward (target[0] unused), so g <= len(target) - 2. a as in
-    expected_tokens (per-depth rates: at least that many)."""
+    expected_tokens (per-depth rates: at least that many). depth_of: for a drafter whose g drafted
+    tokens form a tree, depth_of[g] is the depth of its g-node tree, which bounds what one step
+    can commit: E(g) is then the chain's E at that depth (a 15-node tree of depth 5 commits at
+    most 6 tokens, not 16)."""
     best, best_rate = 0, 1.0 / target[1]
     flat = isinstance(a, (int, float))
-    total, reach = 1.0, 1.0
+    reach, reached = 1.0, [1.0]  # reached[k]: E of a chain of k
     for g in range(1, min(max_len, len(target) - 2) + 1):
+        k = g if depth_of is None else depth_of[g]
         if flat:
-            total = expected_tokens(a, g)
+            total = expected_tokens(a, k)
         else:
-            reach *= a[g - 1]
-            total += reach
+            while len(reached) <= k:
+                reach *= a[len(reached) - 1]
+                reached.append(reached[-1] + reach)
+            total = reached[k]
         rate = total / (target[g + 1] + g * per_token)
         if rate > best_rate:
             best, best_rate = g, rate
@@ -107,16 +113,17 @@ class AutoLength:
     `seen`): a generation starts from the last one's rate, worth the prior's 5 positions, and its
     wait, instead of drafting its first steps on the prior's 0.6 and probing after PROBE_EVERY
     steps (sps asks for it: a draft model that does not pay otherwise prefills the prompt and
-    catches up at three probes in every 128-token generation); None: the prior."""
+    catches up at three probes in every 128-token generation); None: the prior. depth_of: for a
+    drafter whose length is a tree's nodes, each size's tree depth (best_length)."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0,
-                 seen: dict | None = None, carry: dict | None = None):
+                 seen: dict | None = None, carry: dict | None = None, depth_of=None):
         self._target_at = target if callable(target) else None
         self._per_token_at = per_token if callable(per_token) else None
         self.context = 0  # the context length the curves were read at
         self.target = target(0) if self._target_at else target
         self.per_token = per_token(0) if self._per_token_at else per_token
-        self.clock, self.switch = clock, switch
+        self.clock, self.switch, self.depth_of = clock, switch, depth_of
         self.counts: dict = {}  # key -> [accepted, rejected] positions, the prior included
         self.depths: dict = {}  # key -> ([accepted at depth k], [verified at depth k]), k = 1.. (index k - 1)
         self._rates: dict = {}  # key -> depth_rates(key), until the next update
@@ -220,7 +227,8 @@ class AutoLength:
             return 0
         if self._hopeless is None:  # once per recomputation of the costs
             longest = len(self._costs) if longest is None else longest
-            self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest)
+            self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest,
+                                             self.depth_of)
         if not self._hopeless:
             wait = self._waiting if idle else None
             steps = wait[1] - wait[0] - 1 if wait is not None else 0
@@ -259,7 +267,7 @@ class AutoLength:
         g = self._choices.get(choice)
         if g is None:
             g = self._choices[choice] = best_length(self.depth_rates(key), self._switched(costs, prev),
-                                                    self.per_token, max_len)
+                                                    self.per_token, max_len, self.depth_of)
         idle = self.idle.setdefault(key, [0, PROBE_EVERY])
         if g == 0 and max_len > 0:
             idle[0] += 1
@@ -270,7 +278,8 @@ class AutoLength:
             if self._rested:
                 g, idle[0], self._rested, self._probing = 1, 0, False, True
             elif idle[0] >= idle[1]:
-                if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len):
+                if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len,
+                                                       self.depth_of):
                     g, idle[0], idle[1] = 1, 0, min(2 * idle[1], PROBE_MAX)
                 else:
                     idle[1] = PROBE_MAX

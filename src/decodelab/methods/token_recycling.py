@@ -21,24 +21,25 @@ State: M lives in the caller's `State` (decodelab.state): pass the same State to
 prompts, as the reference does (it never resets M); without one each generation starts from a
 zero M; `reset=True` zeroes the State's M at the start of the run. M is int32: V * k * 4 bytes (128 KiB for a 4096-token vocabulary, 1 MiB for 32000).
 
-`template="auto"` (the default): the largest template is the best-first tree of N nodes, with N
-(0..15, 0: no draft) chosen once per generation to maximise (1 + E(N)) / c(N + 1), E(N) the
-expected accepted length of that tree under _RANK_PROBS and c the target's measured forward
-cost curve (models/costs.py, as sps's and pld's auto lengths use) at the context halfway
-through the generation (prompt + max_new_tokens / 2): the reference's 80 nodes cost
-8x a 1-token step on zoo:code-target-l on llama.cpp and 1.5x on zoo:code-target on torch, where
-top4 ran 1.5x faster than 2.2.2. Before each step an AutoLength (core/costs.py, as pld's) then
-picks the best-first tree of n <= N nodes from the acceptance measured so far along the accepted
-paths and the steps' measured times, down to plain steps when no tree pays; a root whose row of
-M was never written drafts nothing (its tree would be guesswork). While even always-accepted
-trees would not pay (AutoLength.rest), or N is 0, the drafter sits steps out, and those plain
-steps recycle nothing into M. On a compute-bound target
-(zoo:code-target on llama.cpp) the assumed acceptance drafted every step at 0.67x greedy; the
-per-step choice brought that to 0.80-0.82x, and the rests to 0.91-0.96x llama.cpp's own greedy
-(what is left is mostly the tree-capable llama.cpp context; docs/llamacpp.md). The AutoLength
-models an n-node tree as a
-chain of depth n, which best-first trees of up to 6 nodes are under _RANK_PROBS (larger ones
-branch, and are valued as deeper chains).
+`template="auto"` (the default): before each step an AutoLength (core/costs.py, as pld's and
+sps's auto lengths) picks the best-first tree of n nodes, n up to the largest tree the target's
+measured forward cost curve covers (15; models/costs.py), from the acceptance measured along the
+accepted paths, per depth, and the steps' measured times, down to plain steps when no tree pays;
+a root whose row of M was never written drafts nothing (its tree would be guesswork). The tree
+of n nodes is valued at its depth (AutoLength's depth_of: under _RANK_PROBS best-first trees of
+up to 6 nodes are rank-0 chains, larger ones branch at depth <= 6 and can commit no more than a
+6-deep chain). The pooled acceptance and the wait before the next probe carry from one generation
+to the next (AutoLength's carry, as sps's), as M does in a State. While even always-accepted
+trees would not pay (AutoLength.rest), the drafter sits steps out, and those plain steps recycle
+nothing into M. History: the auto size was first one template size per generation, chosen
+under _RANK_PROBS (the reference's 80 nodes cost 8x a 1-token step on zoo:code-target-l on
+llama.cpp and 1.5x on zoo:code-target on torch, where top4 ran 1.5x faster than 2.2.2), with the
+AutoLength choosing n below it. On a host whose curve made that size 2 (an Intel Xeon, 480 MB L3,
+zoo:code-target on llama.cpp: a 5-token forward 1.9x a 1-token one) no 2-node tree paid at the
+measured step times, so it rested for the whole process: 0.98-0.99x greedy against top4's
+1.43-1.52x (interleaved A/B, 6 HumanEval prompts). Sized up to the curve, valued at depth and with
+the carry: 1.20x there (top4 1.43), and on zoo:code-target-l 1.20x against top2's 1.26 and top4's
+1.15 (median per prompt; by total time 1.22 against 1.19 and 1.11).
 
 Deviations: (1) several nodes of one tree can hold the same token; the reference's scatter leaves
 the winning row unspecified, we write rows in node order and the accepted path's nodes last, so
@@ -56,7 +57,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.costs import PROBE_MAX, AutoLength
-from ..core.templates import TreeTemplate, best_first_paths
+from ..core.templates import TreeTemplate
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
@@ -80,22 +81,6 @@ _REFERENCE_2_2_2 = [
 ]
 _RANK_PROBS = [0.7, 0.06, 0.035, 0.02, 0.01, 0.008, 0.006, 0.004]  # P(rank-r candidate is accepted)
 _TOP_N = re.compile(r"top([1-9][0-9]*)")
-
-
-def expected_accepted(rank_probs: list[float], n: int, max_depth: int = 6) -> list[float]:
-    """E[0..n]: the expected accepted draft tokens of the best-first templates of 0..n nodes
-    under rank_probs (best_first's model: each added path adds its probability)."""
-    out = [0.0]
-    for _, p in best_first_paths(n, rank_probs, max_depth):
-        out.append(out[-1] + p)
-    return out
-
-
-def auto_size(curve: list[float], rank_probs: list[float]) -> int:
-    """The template size N (0: no draft) with the most expected tokens per step, 1 + E(N), per
-    second of the target's (N + 1)-token forward on the measured cost curve."""
-    gains = expected_accepted(rank_probs, len(curve) - 2)
-    return max(range(len(gains)), key=lambda n: ((1.0 + gains[n]) / curve[n + 1], -n))
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,11 +190,12 @@ class RecyclingDrafter:
 def run(req, config: TokenRecyclingConfig):
     auto, probs = None, _RANK_PROBS[:config.topk]
     if config.template == "auto":
-        mid = len(req.prompt) + req.max_new_tokens // 2  # the context halfway through the generation
-        n = auto_size(costs.curve(req.target, context=mid), probs)
-        tree = TreeTemplate.best_first(n, probs, max_depth=6) if n else TreeTemplate((-1,), (-1,))
+        n = len(costs.curve(req.target)) - 2  # the largest tree the cost curve covers
+        tree = TreeTemplate.best_first(n, probs, max_depth=6)
+        depth_of = [0] + [TreeTemplate.best_first(k, probs, max_depth=6).depth for k in range(1, n + 1)]
         auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target),
-                          seen=costs.clock(req.target, f"token_recycling|{n}"))
+                          seen=costs.clock(req.target, "token_recycling"),
+                          carry=costs.clock(req.target, "token_recycling:carry"), depth_of=depth_of)
     else:
         tree = template(config.template)
     return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree, auto, probs))
