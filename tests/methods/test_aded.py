@@ -5,6 +5,7 @@ import decodelab
 from methods.spec_helpers import equal_to_greedy, two_token_tvs
 from decodelab.core.tree import Draft, TokenTree
 from decodelab.errors import DecodeLabError
+from decodelab.core.costs import AutoLength
 from decodelab.methods.aded import ADEDConfig, PUCTDrafter, TrigramMatrix
 from decodelab.models import ToyLM
 
@@ -93,7 +94,8 @@ def test_greedy_equality_toy_and_budget_edges():
     state = decodelab.State()
     for n in (1, 2, 3, 17):
         equal_to_greedy("aded", toy, prompt, n, state=state, reset=True)
-    assert equal_to_greedy("aded", toy, prompt, 40, state=state).stats.tau > 2
+    # a fixed tree: how much the warm matrix gets accepted (the auto default sizes trees by the toy's costs)
+    assert equal_to_greedy("aded", toy, prompt, 40, state=state, budget=8).stats.tau > 2
     ref = decodelab.generate(toy, prompt, "greedy", max_new_tokens=30)
     assert decodelab.generate(toy, prompt, "aded", max_new_tokens=30).tokens == ref.tokens
 
@@ -102,4 +104,75 @@ def test_sampling_distribution_on_toy():
     toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
     tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, budget=4, state=decodelab.State())
     assert accepted > 100  # the adapted matrix's guesses were accepted in many runs
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
+
+
+FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
+LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
+STEP = [0.0, 1.0] + [1.6 + 0.2 * (n - 2) for n in range(2, 17)]  # llama.cpp on zoo:code-target-l
+
+
+@pytest.mark.parametrize("curve, drafts", [(FLAT, True), (LINEAR, False)])
+def test_auto_budget_is_lossless_and_drafts_when_it_pays(curve, drafts, monkeypatch):
+    """budget auto (the default) on planted cost curves: trees where a forward's tokens are nearly
+    free, the root alone where each token costs as much as the first; greedy's output either way."""
+    from decodelab.models import costs
+
+    toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: curve)
+    out = equal_to_greedy("aded", toy, [3, 7, 1, 3, 7], 40, state=decodelab.State())
+    scored, steps = out.stats.target_tokens_scored, len(out.stats.committed)
+    assert (scored > 3 * steps) if drafts else (scored == steps)
+
+
+def test_auto_budget_follows_the_measured_acceptance():
+    """The AutoLength sizes each tree: trees whose guesses are rejected give way to plain steps
+    (the root alone, a 1-node probe now and then), accepted ones grow back; each size's depth is
+    learned from the trees built at it."""
+    config = ADEDConfig(topk=0)
+    auto = AutoLength(STEP, clock=None, depth_of=list(range(7)))
+    d = PUCTDrafter(TrigramMatrix(), config, auto, most=6)
+    ctx = torch.tensor([1, 2, 3, 1, 2, 3, 1, 2])  # the matrix learns the cycle 1 -> 2 -> 3 -> 1: chains
+
+    def steps(accept: bool, n: int) -> list[int]:
+        sizes = []
+        for _ in range(n):
+            draft = d.propose(ctx, max_depth=10)
+            sizes.append(len(draft.tree) - 1)
+            d.observe(draft, list(range(len(draft.tree))) if accept else [0], torch.zeros(len(draft.tree), 10))
+        return sizes
+
+    first = steps(False, 1)[0]
+    assert first >= 2  # the prior's acceptance: a tree
+    assert auto.depth_of[first] == first  # the cycle has one candidate per context: a chain
+    late = steps(False, 40)[20:]
+    assert late.count(0) >= 18 and max(late) <= 1  # rejected: plain steps, a 1-node probe at most
+    assert steps(True, 60)[-1] >= first
+    assert PUCTDrafter(TrigramMatrix(), config).rest() == 0  # a fixed budget never rests
+
+
+def test_a_bushy_size_is_valued_at_its_depth():
+    """Where the matrix offers several candidates per context, a tree of n nodes is shallower than
+    n, and the depth learned for its size is what the AutoLength values it at."""
+    m = TrigramMatrix()
+    for z in (5, 6, 7):  # three candidates after every context: PUCT spreads its nodes
+        for x in range(-1, 10):
+            for y in range(10):
+                m.add(x, y, z, 1.0)
+    auto = AutoLength(FLAT, clock=None, depth_of=list(range(16)))
+    d = PUCTDrafter(m, ADEDConfig(topk=0, branch=3), auto, most=15)
+    draft = d.propose(torch.tensor([1, 2]), max_depth=10)
+    n = len(draft.tree) - 1
+    assert n >= 6 and auto.depth_of[n] == d._depth < n
+
+
+def test_auto_sampling_distribution_on_toy(monkeypatch):
+    """budget auto in sampling mode (a planted memory-bound curve, so trees are drafted): every tree
+    size the AutoLength picks is verified exactly."""
+    from decodelab.models import costs
+
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: FLAT)
+    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
+    tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State())
+    assert accepted > 100
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

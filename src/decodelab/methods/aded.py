@@ -22,9 +22,19 @@ first child not yet in the draft, which joins it; its value is its path probabil
 of P along its path, the matrix's estimate that the whole path is accepted) and is backed up
 along the path. Stop at `budget` draft nodes, or when every reachable candidate is drafted.
 
-Choices where the paper gives no detail (swept in the bench): the constants above
-(budget 8, depth 8, branch 4, c_puct 1.0, topk 4; budget 8 was the fastest of 4, 8 and 24
-on 2 CPU cores with the zoo code model in `decodelab bench`); sqrt(N(s) + 1) instead of sqrt(N(s)) so the
+Choices where the paper gives no detail (swept in the bench): the constants above (depth 8,
+branch 4, c_puct 1.0, topk 4); budget "auto" (the default; it was a fixed 8, the fastest of 4, 8
+and 24 on 2 CPU cores with the zoo code model on torch): before each step core.costs.AutoLength
+chooses the number of draft nodes from the target's measured forward cost curve (up to the 15
+nodes it covers), the acceptance measured so far per depth and the steps' measured times, down
+to a plain step when no tree pays, and the simulations stop there. A tree of n nodes is valued
+at its depth, learned as the mean depth of the trees built at that size (valued as an n-deep
+chain, the large bushy trees looked worth their cost: 1.03x greedy on zoo:code-target on
+llama.cpp against 1.30x for budget 4). Interleaved A/B runs (HumanEval, median per prompt x
+greedy): zoo:code-target on llama.cpp auto 1.21, budget 4 / 8 1.28 / 1.12; zoo:code-target-l on
+llama.cpp 1.37 against 1.27 / 1.33; zoo:code-target on torch 2.51 against 2.23 / 2.55. Carrying
+the acceptance across generations (as sps and Token Recycling do) cost it there (1.09 against
+1.21). sqrt(N(s) + 1) instead of sqrt(N(s)) so the
 first simulation follows the prior; the matrix starts empty (the paper initialises it from a
 corpus) and, like Token Recycling's, lives in the caller's State (carried across the prompts
 that share one; `reset` empties it);
@@ -40,8 +50,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import PROBE_MAX, AutoLength
 from ..core.tree import Draft, TokenTree
 from ..loops import speculative
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
@@ -50,7 +62,9 @@ _KEEP, _PRUNE_AT = 16, 32
 
 @dataclass(frozen=True, kw_only=True)
 class ADEDConfig(Options):
-    budget: int = option(8, "draft nodes per step (below the root)", lo=1, hi=256)
+    budget: int | None = option(None, "draft nodes per step (below the root); auto: chosen before each step from the "
+                                      "target's measured forward costs and the acceptance so far (none when no tree "
+                                      "pays)", lo=1, hi=256, auto=True)
     depth: int = option(8, "deepest draft level", lo=1, hi=256)
     branch: int = option(4, "candidates per node, the likeliest under the matrix", lo=1, hi=256)
     c_puct: float = option(1.0, "PUCT exploration weight", lo=0)
@@ -91,10 +105,16 @@ def matrix(req, config: ADEDConfig) -> TrigramMatrix:
 
 
 class PUCTDrafter:
-    def __init__(self, matrix: TrigramMatrix, config: ADEDConfig):
-        self.matrix, self.config = matrix, config
+    """auto: sizes each step's tree (its draft nodes, 0 for a plain step) up to `most` nodes; the
+    tree's depth and the accepted length update it, and the mean depth of the trees built at each
+    size is its depth_of (a tree is valued at its depth: core.costs.best_length)."""
+
+    def __init__(self, matrix: TrigramMatrix, config: ADEDConfig, auto: AutoLength | None = None, most: int = 0):
+        self.matrix, self.config, self.auto, self.most = matrix, config, auto, most
+        self._depths: dict[int, list[int]] = {}  # nodes -> [summed depth, trees] of the trees built at that size
         self._seen = 0  # context tokens already folded into the matrix
         self._before_root = -1  # the token before the root of the last draft
+        self._depth = 0  # the last draft's depth: the positions it verified
 
     def _fold(self, ctx: list[int]) -> None:
         for j in range(max(self._seen, 1), len(ctx)):
@@ -105,13 +125,19 @@ class PUCTDrafter:
         c, ids = self.config, ctx.tolist()
         self._fold(ids)
         self._before_root = ids[-2] if len(ids) > 1 else -1
+        budget = c.budget
+        if self.auto is not None:  # called every step, so its clock sees every step
+            budget = self.auto.length(self.most if max_depth else 0, context=len(ids))
+            if not budget:
+                self._depth = 0
+                return Draft(TokenTree.chain([ids[-1]]))
         # search tree: token, parent, depth, prior P, path value, visits N, value sum W, children,
         # open = may still lead to a node not yet drafted
         tok, par, dep, prior, val = [ids[-1]], [-1], [0], [1.0], [1.0]
         n, w, kids, open_ = [0], [0.0], [None], [min(c.depth, max_depth) > 0]
         draft_of = {0: 0}  # search node -> draft node, in the order nodes join the draft
         cap = min(c.depth, max_depth)
-        while open_[0] and len(draft_of) <= c.budget:
+        while open_[0] and len(draft_of) <= budget:
             s, path = 0, [0]
             while True:
                 if kids[s] is None:  # expand: the likeliest candidates after (parent token, token)
@@ -139,10 +165,24 @@ class PUCTDrafter:
                     break
                 open_[k] = False
         order = sorted(draft_of, key=draft_of.get)
+        self._depth = max(dep[s] for s in order)
+        if self.auto is not None and self.auto.depth_of is not None and len(order) - 1 == budget:  # its depth
+            d = self._depths.setdefault(budget, [0, 0])
+            d[0], d[1] = d[0] + self._depth, d[1] + 1
+            self.auto.depth_of[budget] = max(1, round(d[0] / d[1]))
         tree = TokenTree.from_lists([tok[s] for s in order], [draft_of.get(par[s], -1) for s in order])
         return Draft(tree)
 
+    def rest(self) -> int:
+        """Plain steps without asking (core.costs.AutoLength.rest) while no tree of up to `most` nodes
+        could pay; the skipped steps' tri-grams are folded in at the next draft."""
+        if self.auto is None:
+            return 0
+        return self.auto.rest(longest=self.most) if self.most else PROBE_MAX
+
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        if self.auto is not None:
+            self.auto.update(self._depth, len(path) - 1)
         if self.config.topk == 0:
             return
         tree = draft.tree
@@ -158,4 +198,9 @@ class PUCTDrafter:
 @register("aded", family="speculative", config=ADEDConfig, lossless="sampling", needs=("tree_mask",),
           budget="budget")
 def run(req, config: ADEDConfig):
-    return speculative.decode(req, PUCTDrafter(matrix(req, config), config))
+    auto, most = None, 0
+    if config.budget is None:
+        most = len(costs.curve(req.target)) - 2  # the largest tree the cost curve covers
+        auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target),
+                          seen=costs.clock(req.target, "aded"), depth_of=[min(n, config.depth) for n in range(most + 1)])
+    return speculative.decode(req, PUCTDrafter(matrix(req, config), config, auto, most))
