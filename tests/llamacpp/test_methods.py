@@ -22,7 +22,8 @@ OPTIONS = {"specdecpp": {"head": "none"}}  # its acceptance head reads hidden st
 # forward costs about linearly in its tokens, they may rightly not draft at all: the first prompt
 # runs them, the others a fixed size, so that accepted drafts are seen
 PINNED = {"sps": {"gamma": 3}, "pld": {"num_tokens": 4}, "token_recycling": {"template": "top4"},
-          "samd": {"num_tokens": 4, "gamma": 3}}
+          "samd": {"num_tokens": 4, "gamma": 3}, "aded": {"budget": 8}, "rsd_c": {"branches": "2x1x1"},
+          "rsd_s": {"depth": 3}}
 
 
 @pytest.fixture(scope="module")

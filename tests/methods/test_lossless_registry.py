@@ -24,7 +24,8 @@ OPTIONS: dict[str, dict] = {"specdecpp": {"head": "none"},  # no trained head fi
                             # fixed draft sizes: "auto" (their default, tests/core/test_costs.py) may find
                             # drafting unprofitable on tiny models, and these tests must see drafts accepted
                             "sps": {"gamma": 3}, "pld": {"num_tokens": 4}, "token_recycling": {"template": "top4"},
-                            "samd": {"num_tokens": 4, "gamma": 3},
+                            "samd": {"num_tokens": 4, "gamma": 3}, "aded": {"budget": 8},
+                            "rsd_c": {"branches": "2x1x1"}, "rsd_s": {"depth": 3},
                             # no routers were trained for the tiny models; a fixed skip set so the streams skip
                             "first": {"routers": "init", "skip": "1"}}
 

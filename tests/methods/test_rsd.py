@@ -75,6 +75,9 @@ def test_config_validation():
     assert RSDCConfig(branches="3,2").branching == RSDCConfig(branches="3x2").branching == [3, 2]
     with pytest.raises(DecodeLabError, match="width"):
         RSDSConfig(width=0)
+    assert RSDCConfig().branches == "auto" and RSDSConfig().depth is None and RSDSConfig().width == 2
+    with pytest.raises(DecodeLabError, match="draft tokens"):
+        RSDSConfig(width=64, depth=8)
 
 
 @pytest.mark.parametrize("method,kw", [("rsd_c", dict(branches="3,2,2,1")), ("rsd_c", dict(branches="1x1x1")),
@@ -99,11 +102,54 @@ def test_greedy_stops_at_eos(toy_pair):
         assert decodelab.generate(stopped, [1, 2], m, draft=draft, max_new_tokens=30).tokens == want
 
 
-@pytest.mark.parametrize("method,kw", [("rsd_c", dict(temperature=0.7, top_k=4)),
+@pytest.mark.parametrize("method,kw", [("rsd_c", dict(branches="3x2", temperature=0.7, top_k=4)),
                                        ("rsd_s", dict(width=3, depth=2, top_p=0.8))])
 def test_sampling_matches_target_distribution(toy_pair, one_thread, method, kw):
     target, draft = toy_pair
     check_converges(method, target, draft, sizes=(150, 1200), **kw)
+
+
+FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
+LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
+CHEAP = [0.0] + [0.01] * 16  # the draft's forwards
+
+
+def _weights(lm):
+    """What a model's fresh() copies share: the transformers module, or a ToyLM's table."""
+    return lm.table if isinstance(lm, ToyLM) else lm.model
+
+
+def _plant(monkeypatch, target, curve):
+    """`curve` for the target (and its fresh() copies), CHEAP for any other model."""
+    from decodelab.models import costs
+
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0:
+                        curve if _weights(lm) is _weights(target) else CHEAP)
+
+
+@pytest.mark.parametrize("method", ["rsd_c", "rsd_s"])
+@pytest.mark.parametrize("curve, drafts", [(FLAT, True), (LINEAR, False)])
+def test_auto_levels_are_lossless_and_draft_when_it_pays(tiny_pair, one_thread, monkeypatch, method, curve, drafts):
+    """The defaults (rsd_c: two chains; rsd_s: 2 beams) with the levels per step from an
+    AutoLength: trees where a forward's tokens are nearly free, none where every token costs as
+    much as the first; greedy's output either way."""
+    arch, target, _ = tiny_pair
+    ref = greedy_reference(target, PROMPT, 40)
+    _plant(monkeypatch, target, curve)
+    out = decodelab.generate(target, PROMPT, method, draft=noisy_copy(target, 0.15), max_new_tokens=40,
+                             ignore_eos=True)
+    assert out.tokens == ref, (arch, method)
+    scored, forwards = out.stats.target_tokens_scored, out.stats.target_forwards
+    assert (scored > 3 * forwards and out.stats.tau > 1.0) if drafts else (scored == forwards), (scored, forwards)
+
+
+@pytest.mark.parametrize("method", ["rsd_c", "rsd_s"])
+def test_auto_levels_sampling_matches_target_distribution(toy_pair, one_thread, monkeypatch, method):
+    """Every tree the AutoLength sizes (a planted memory-bound curve, so trees are drafted) is
+    verified exactly: siblings without replacement, recursive rejection sampling."""
+    target, draft = toy_pair
+    _plant(monkeypatch, target, FLAT)
+    check_converges(method, target, draft, sizes=(150, 1200), temperature=0.8)
 
 
 @pytest.mark.slow

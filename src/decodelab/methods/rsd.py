@@ -14,6 +14,15 @@ q_{k+1} = q_k without x_k, renormalised. Lossless for sampling and greedy.
 
 Greedy decoding uses the deterministic counterparts (top-k children; plain beam search) and greedy
 tree verification, so the output equals the target's greedy output.
+Tree size: `branches="auto"` (rsd_c's default) drafts two chains from the root's two children
+("2x1x...x1") and rsd_s's default `depth="auto"` keeps `width` beams (default 2); in both the
+number of levels L is chosen before each step by core.costs.AutoLength, as sps's gamma, from the
+target's measured forward cost of a step of width * L draft tokens, the draft's forward cost per
+level, the acceptance measured so far per depth and the steps' measured times, down to a plain
+step (and rests) when no tree pays. The paper's trees (rsd_c 3x2x2x1, 33 draft tokens; rsd_s
+width 4, depth 4) are sized for a GPU, where extra tokens per forward are almost free; on a CPU
+they lose: zoo:code-target-l with zoo:code-draft on llama.cpp, HumanEval, interleaved A/B, median
+per prompt x greedy: rsd_c 3x2x2x1 0.38, 2x1x1x1 0.74; rsd_s 4x4 0.57, 2x3 0.78.
 Fixed target budget B (the bench's axis, RSD's point): rsd_c drafts two chains of (B - 1) // 2
 tokens ("2x1x...x1"); rsd_s keeps a given width (or depth) and fits the other, else W = 2, so
 that W L <= B - 1.
@@ -30,12 +39,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import AutoLength
 from ..core.sampling import gumbel_top_k
 from ..core.sbs import sbs_step
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
 from ..loops.drafting import DraftModelDrafter, stack_q
+from ..models import costs
 from ..options import Options, option
 from ..registry import register
 
@@ -45,9 +56,12 @@ _MAX_TREE = 256  # draft tokens per step, at most
 
 @dataclass(frozen=True, kw_only=True)
 class RSDCConfig(Options):
-    branches: str = option("3x2x2x1", "children per node at depth 1, 2, ... ('3x2x2x1' or '3,2,2,1')")
+    branches: str = option("auto", "children per node at depth 1, 2, ... ('3x2x2x1' or '3,2,2,1'), or 'auto': two "
+                                   "chains, their length chosen per step from measured costs and acceptance")
 
     def validate(self):
+        if self.branches == "auto":
+            return
         try:
             ok = all(b >= 1 for b in self.branching)
         except ValueError:
@@ -77,11 +91,12 @@ def tree_size(branching: list[int]) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class RSDSConfig(Options):
-    width: int = option(4, "beams kept per depth", lo=1, hi=64)
-    depth: int = option(4, "draft tokens per beam", lo=1, hi=64)
+    width: int = option(2, "beams kept per depth", lo=1, hi=64)
+    depth: int | None = option(None, "draft tokens per beam; auto: chosen per step from measured costs and "
+                                     "acceptance", lo=1, hi=64, auto=True)
 
     def validate(self):
-        if self.width * self.depth > _MAX_TREE:
+        if self.depth is not None and self.width * self.depth > _MAX_TREE:
             raise DecodeLabError(f"width x depth = {self.width * self.depth} draft tokens; at most {_MAX_TREE}")
 
 
@@ -102,6 +117,39 @@ def rsd_s_budget(b: int, given: dict) -> dict:
     return {"depth": (b - 1) // width} | ({} if "width" in fixed else {"width": width})
 
 
+def auto_levels(req, kind: str, width: int) -> AutoLength:
+    """An AutoLength over tree levels (a length L = L levels of `width` draft tokens): the target's
+    cost of L levels is its forward of width * L + 1 tokens, a level's drafting one draft forward
+    (of the tree drawn so far: the clock measures what that adds); acceptance per depth and the
+    probe wait carry across generations, as sps's."""
+    def levels(curve: list[float]) -> list[float]:
+        return [0.0] + [curve[width * n + 1] for n in range((len(curve) - 2) // width + 1)]
+
+    return AutoLength(lambda c: levels(costs.curve(req.target, context=c)),
+                      lambda c: costs.curve(req.draft, context=c)[min(width, 2)], switch=costs.switch(req.target),
+                      seen=costs.clock(req.target, kind, req.draft),
+                      carry=costs.clock(req.target, f"{kind}:carry", req.draft))
+
+
+class _AutoLevels:
+    """Levels per step from an AutoLength (None: the configured shape)."""
+
+    auto: AutoLength | None = None
+    _levels = 0
+
+    def _auto_depth(self, ctx: torch.Tensor, max_depth: int) -> int:
+        self._levels = self.auto.length(max_depth, context=len(ctx))
+        return self._levels
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        if self.auto is not None:
+            self.auto.update(self._levels, len(path) - 1)
+        super().observe(draft, path, logits)
+
+    def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
+        return self.auto.rest(idle=True) if self.auto is not None else 0  # every step drafts alike
+
+
 class _TreeBuilder:
     """A draft tree under construction: tokens, parents and the q row of every expanded node."""
 
@@ -118,14 +166,20 @@ class _TreeBuilder:
         return Draft(tree, stack_q(self.q_rows, len(tree), vocab) if sampling else None)
 
 
-class RSDCDrafter(DraftModelDrafter):
-    def __init__(self, req, branching: list[int]):
+class RSDCDrafter(_AutoLevels, DraftModelDrafter):
+    """branching None: two chains ("2x1x...x1"), their levels from `auto`."""
+
+    def __init__(self, req, branching: list[int] | None, auto: AutoLength | None = None):
         super().__init__(req)
-        self.branching = branching
+        self.branching, self.auto = branching, auto
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         b = _TreeBuilder(int(ctx[-1]))
-        levels = self.branching[:max_depth]
+        if self.auto is not None:
+            n = self._auto_depth(ctx, max_depth)
+            levels = [2] + [1] * (n - 1) if n else []
+        else:
+            levels = self.branching[:max_depth]
         if not levels:
             return b.draft(False, 0)
         frontier, dists = [0], self.q(self.root_logits(ctx))[None]  # [1, V]
@@ -147,14 +201,16 @@ class RSDCDrafter(DraftModelDrafter):
         return torch.topk(q, min(k, q.shape[-1])).indices
 
 
-class RSDSDrafter(DraftModelDrafter):
-    def __init__(self, req, width: int, depth: int):
+class RSDSDrafter(_AutoLevels, DraftModelDrafter):
+    """depth None: from `auto`, per step."""
+
+    def __init__(self, req, width: int, depth: int | None, auto: AutoLength | None = None):
         super().__init__(req)
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.auto = width, depth, auto
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
         b = _TreeBuilder(int(ctx[-1]))
-        depth = min(self.depth, max_depth)
+        depth = self._auto_depth(ctx, max_depth) if self.auto is not None else min(self.depth, max_depth)
         if depth == 0:
             return b.draft(False, 0)
         beams = [0]  # tree node of each live beam
@@ -176,10 +232,13 @@ class RSDSDrafter(DraftModelDrafter):
 @register("rsd_c", family="speculative", config=RSDCConfig, lossless="sampling", needs=("tree_mask",),
           draft=True, budget=rsd_c_budget)
 def run_c(req, config: RSDCConfig):
+    if config.branches == "auto":
+        return speculative.decode(req, RSDCDrafter(req, None, auto_levels(req, "rsd_c", 2)))
     return speculative.decode(req, RSDCDrafter(req, config.branching))
 
 
 @register("rsd_s", family="speculative", config=RSDSConfig, lossless="sampling", needs=("tree_mask",),
           draft=True, budget=rsd_s_budget)
 def run_s(req, config: RSDSConfig):
-    return speculative.decode(req, RSDSDrafter(req, config.width, config.depth))
+    auto = auto_levels(req, f"rsd_s|{config.width}", config.width) if config.depth is None else None
+    return speculative.decode(req, RSDSDrafter(req, config.width, config.depth, auto))
