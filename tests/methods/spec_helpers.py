@@ -142,3 +142,33 @@ def two_token_tvs(method: str, toy, prompt: list[int], temperature: float, sizes
         if i in sizes:
             tvs.append(0.5 * float((counts / i - exact).abs().sum()))
     return tvs, accepted
+
+
+# Planted forward cost curves for the `auto` draft sizes (models/costs.curve's shape: index n = an
+# n-token forward, index 0 unused)
+FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
+LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
+STEP = [0.0, 1.0] + [1.6 + 0.2 * (n - 2) for n in range(2, 17)]  # llama.cpp on zoo:code-target-l
+
+
+def planted_auto_tree(method: str, curve: list[float], monkeypatch, **kwargs) -> tuple[int, int]:
+    """A tree method's auto size on a planted curve (every model), on an order-1 ToyLM whose rows a
+    State learns: asserts greedy's output, returns (target tokens scored, steps)."""
+    from decodelab.models import costs
+
+    toy = decodelab.models.ToyLM.random(12, order=1, seed=2, scale=3.0)
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: curve)
+    out = equal_to_greedy(method, toy, [3, 7, 1, 3, 7], 40, state=decodelab.State(), **kwargs)
+    return out.stats.target_tokens_scored, len(out.stats.committed)
+
+
+def planted_auto_tvs(method: str, monkeypatch, **kwargs) -> None:
+    """A tree method's auto size in sampling mode on the planted FLAT curve (so trees are drafted):
+    every size it picks is verified exactly (two_token_tvs, a State so the guesses get accepted)."""
+    from decodelab.models import costs
+
+    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: FLAT)
+    toy = decodelab.models.ToyLM.random(5, order=2, seed=4, scale=1.5)
+    tvs, accepted = two_token_tvs(method, toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State(), **kwargs)
+    assert accepted > 100
+    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs

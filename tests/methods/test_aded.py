@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import decodelab
-from methods.spec_helpers import equal_to_greedy, two_token_tvs
+from methods.spec_helpers import FLAT, LINEAR, STEP, equal_to_greedy, planted_auto_tree, planted_auto_tvs, two_token_tvs
 from decodelab.core.tree import Draft, TokenTree
 from decodelab.errors import DecodeLabError
 from decodelab.core.costs import AutoLength
@@ -107,21 +107,12 @@ def test_sampling_distribution_on_toy():
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
 
 
-FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
-LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
-STEP = [0.0, 1.0] + [1.6 + 0.2 * (n - 2) for n in range(2, 17)]  # llama.cpp on zoo:code-target-l
-
 
 @pytest.mark.parametrize("curve, drafts", [(FLAT, True), (LINEAR, False)])
 def test_auto_budget_is_lossless_and_drafts_when_it_pays(curve, drafts, monkeypatch):
     """budget auto (the default) on planted cost curves: trees where a forward's tokens are nearly
     free, the root alone where each token costs as much as the first; greedy's output either way."""
-    from decodelab.models import costs
-
-    toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: curve)
-    out = equal_to_greedy("aded", toy, [3, 7, 1, 3, 7], 40, state=decodelab.State())
-    scored, steps = out.stats.target_tokens_scored, len(out.stats.committed)
+    scored, steps = planted_auto_tree("aded", curve, monkeypatch)
     assert (scored > 3 * steps) if drafts else (scored == steps)
 
 
@@ -167,12 +158,5 @@ def test_a_bushy_size_is_valued_at_its_depth():
 
 
 def test_auto_sampling_distribution_on_toy(monkeypatch):
-    """budget auto in sampling mode (a planted memory-bound curve, so trees are drafted): every tree
-    size the AutoLength picks is verified exactly."""
-    from decodelab.models import costs
-
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: FLAT)
-    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    tvs, accepted = two_token_tvs("aded", toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State())
-    assert accepted > 100
-    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
+    """budget auto in sampling mode: every tree size the AutoLength picks is verified exactly."""
+    planted_auto_tvs("aded", monkeypatch)

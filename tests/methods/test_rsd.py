@@ -2,7 +2,8 @@
 greedy (tiny models of every architecture), exact sampling on ToyLM pairs."""
 import pytest
 import torch
-from methods.spec_helpers import check_converges, greedy_reference, noisy_copy, one_thread, request  # noqa: F401
+from methods.spec_helpers import (FLAT, LINEAR, check_converges, greedy_reference, noisy_copy, one_thread,  # noqa: F401
+                                  request)
 
 import decodelab
 from decodelab.core.sampling import SamplingConfig
@@ -109,8 +110,6 @@ def test_sampling_matches_target_distribution(toy_pair, one_thread, method, kw):
     check_converges(method, target, draft, sizes=(150, 1200), **kw)
 
 
-FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
-LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
 CHEAP = [0.0] + [0.01] * 16  # the draft's forwards
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import decodelab
-from methods.spec_helpers import equal_to_greedy, two_token_tvs
+from methods.spec_helpers import FLAT, LINEAR, STEP, equal_to_greedy, planted_auto_tree, planted_auto_tvs, two_token_tvs
 from decodelab.core.costs import AutoLength
 from decodelab.core.templates import TreeTemplate
 from decodelab.core.tree import TokenTree
@@ -21,9 +21,6 @@ def test_reference_template_shape():
     assert template("2.2.2").truncate(2).level_counts() == [8, 21]
 
 
-FLAT = [0.0] + [1.0 + 0.01 * n for n in range(1, 17)]  # memory-bound: a longer step costs little more
-LINEAR = [0.0] + [float(n) for n in range(1, 17)]  # compute-bound: n tokens cost n times one
-STEP = [0.0, 1.0] + [1.6 + 0.2 * (n - 2) for n in range(2, 17)]  # llama.cpp on zoo:code-target-l
 
 
 def test_auto_trees_are_valued_at_their_depth(monkeypatch):
@@ -44,12 +41,7 @@ def test_auto_trees_are_valued_at_their_depth(monkeypatch):
 
 @pytest.mark.parametrize("curve, drafts", [(FLAT, True), (LINEAR, False)])
 def test_auto_template_is_lossless_and_drafts_when_it_pays(curve, drafts, monkeypatch):
-    from decodelab.models import costs
-
-    toy = ToyLM.random(12, order=1, seed=2, scale=3.0)
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: curve)
-    out = equal_to_greedy("token_recycling", toy, [3, 7, 1, 3, 7], 40, state=decodelab.State())
-    scored, steps = out.stats.target_tokens_scored, len(out.stats.committed)
+    scored, steps = planted_auto_tree("token_recycling", curve, monkeypatch)
     # deep trees (the AutoLength sizes each one from the acceptance so far; M starts empty, so the
     # first steps' roots have no candidates), or the root alone
     assert (scored > 3 * steps) if drafts else (scored == steps)
@@ -195,12 +187,5 @@ def test_sampling_distribution_on_toy():
 
 
 def test_auto_sampling_distribution_on_toy(monkeypatch):
-    """template=auto in sampling mode (a planted memory-bound curve, so trees are drafted): every
-    tree size the AutoLength picks is verified exactly."""
-    from decodelab.models import costs
-
-    monkeypatch.setattr(costs, "curve", lambda lm, n_max=16, context=0: FLAT)
-    toy = ToyLM.random(5, order=2, seed=4, scale=1.5)
-    tvs, accepted = two_token_tvs("token_recycling", toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State())
-    assert accepted > 100
-    assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
+    """template=auto in sampling mode: every tree size the AutoLength picks is verified exactly."""
+    planted_auto_tvs("token_recycling", monkeypatch)
