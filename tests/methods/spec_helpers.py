@@ -172,3 +172,14 @@ def planted_auto_tvs(method: str, monkeypatch, **kwargs) -> None:
     tvs, accepted = two_token_tvs(method, toy, [1, 2, 1, 2, 1], 0.8, state=decodelab.State(), **kwargs)
     assert accepted > 100
     assert tvs[1] < tvs[0] and tvs[1] < 0.08, tvs
+
+
+def drafted_sizes(drafter, ctx: torch.Tensor, accept: bool, n: int, vocab: int = 10) -> list[int]:
+    """Drive a tree drafter n steps at ctx, every draft wholly accepted or wholly rejected (zero
+    logits); returns each step's draft size (nodes below the root)."""
+    sizes = []
+    for _ in range(n):
+        draft = drafter.propose(ctx, max_depth=10)
+        sizes.append(len(draft.tree) - 1)
+        drafter.observe(draft, list(range(len(draft.tree))) if accept else [0], torch.zeros(len(draft.tree), vocab))
+    return sizes

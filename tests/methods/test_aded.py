@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import decodelab
-from methods.spec_helpers import FLAT, LINEAR, STEP, equal_to_greedy, planted_auto_tree, planted_auto_tvs, two_token_tvs
+from methods.spec_helpers import (FLAT, LINEAR, STEP, drafted_sizes, equal_to_greedy, planted_auto_tree, planted_auto_tvs,
+                                  two_token_tvs)
 from decodelab.core.tree import Draft, TokenTree
 from decodelab.errors import DecodeLabError
 from decodelab.core.costs import AutoLength
@@ -125,20 +126,12 @@ def test_auto_budget_follows_the_measured_acceptance():
     d = PUCTDrafter(TrigramMatrix(), config, auto, most=6)
     ctx = torch.tensor([1, 2, 3, 1, 2, 3, 1, 2])  # the matrix learns the cycle 1 -> 2 -> 3 -> 1: chains
 
-    def steps(accept: bool, n: int) -> list[int]:
-        sizes = []
-        for _ in range(n):
-            draft = d.propose(ctx, max_depth=10)
-            sizes.append(len(draft.tree) - 1)
-            d.observe(draft, list(range(len(draft.tree))) if accept else [0], torch.zeros(len(draft.tree), 10))
-        return sizes
-
-    first = steps(False, 1)[0]
+    first = drafted_sizes(d, ctx, False, 1)[0]
     assert first >= 2  # the prior's acceptance: a tree
     assert auto.depth_of[first] == first  # the cycle has one candidate per context: a chain
-    late = steps(False, 40)[20:]
+    late = drafted_sizes(d, ctx, False, 40)[20:]
     assert late.count(0) >= 18 and max(late) <= 1  # rejected: plain steps, a 1-node probe at most
-    assert steps(True, 60)[-1] >= first
+    assert drafted_sizes(d, ctx, True, 60)[-1] >= first
     assert PUCTDrafter(TrigramMatrix(), config).rest() == 0  # a fixed budget never rests
 
 

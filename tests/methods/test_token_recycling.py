@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import decodelab
-from methods.spec_helpers import FLAT, LINEAR, STEP, equal_to_greedy, planted_auto_tree, planted_auto_tvs, two_token_tvs
+from methods.spec_helpers import (FLAT, LINEAR, STEP, drafted_sizes, equal_to_greedy, planted_auto_tree, planted_auto_tvs,
+                                  two_token_tvs)
 from decodelab.core.costs import AutoLength
 from decodelab.core.templates import TreeTemplate
 from decodelab.core.tree import TokenTree
@@ -57,18 +58,10 @@ def test_auto_tree_size_follows_the_measured_acceptance():
     assert len(d.propose(ctx, max_depth=10).tree) == 1  # token 2 never scored: no candidates, no tree
     m[2] = torch.arange(1, 9)
 
-    def steps(accept: bool, n: int) -> list[int]:
-        sizes = []
-        for _ in range(n):
-            draft = d.propose(ctx, max_depth=10)
-            sizes.append(len(draft.tree) - 1)
-            d.observe(draft, list(range(len(draft.tree))) if accept else [0], torch.zeros(len(draft.tree), 10))
-        return sizes
-
-    assert steps(False, 1) == [3]  # the prior's acceptance: the whole template
-    late = steps(False, 40)[20:]
+    assert drafted_sizes(d, ctx, False, 1) == [3]  # the prior's acceptance: the whole template
+    late = drafted_sizes(d, ctx, False, 40)[20:]
     assert late.count(0) >= 18 and max(late) <= 1  # rejected: plain steps, a 1-node probe at most
-    assert steps(True, 60)[-1] == 3
+    assert drafted_sizes(d, ctx, True, 60)[-1] == 3
 
 
 def test_config_validation():
