@@ -203,16 +203,15 @@ def host() -> str:
     """The host CPU as far as a forward's cost goes: its model name, a digest of its instruction-set
     flags and its cache sizes (Linux: /proc/cpuinfo and sysfs), and the logical CPUs; elsewhere what
     the platform module says."""
-    name, flags = platform.processor() or platform.machine(), ""
+    info: dict[str, str] = {}  # the first CPU's lines of /proc/cpuinfo
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == (platform.processor() or platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = hashlib.sha256(" ".join(sorted(value.split())).encode()).hexdigest()[:8]
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = hashlib.sha256(" ".join(sorted(info.get("flags", "").split())).encode()).hexdigest()[:8]
     caches = []
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
