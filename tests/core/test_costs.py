@@ -277,6 +277,19 @@ def test_a_curve_cached_on_a_busy_machine_is_measured_again(tmp_path, monkeypatc
     assert costs.curve(decodelab.load(tiny_dirs["llama"][0]), n_max=6) == fast["seconds"]
 
 
+def test_a_length_timed_once_does_not_set_the_fitted_cost():
+    """One slow step at a length tried once (a cold first tree) does not set the per-token slope
+    while other lengths were timed twice or more, so it cannot make drafting look hopeless for
+    good (a rest times nothing); alone, it still counts."""
+    from collections import deque
+
+    seen = {0: deque([0.0, 0.0]), 1: deque([0.1, 0.1]), 4: deque([5.0])}
+    auto = AutoLength(FLAT, clock=None, seen=seen)
+    assert auto.correction(True) == pytest.approx((0.1, 0.0))
+    assert auto.rest() == 0
+    assert AutoLength(FLAT, clock=None, seen={4: deque([5.0])}).correction(True) == pytest.approx((5.0, 0.0))
+
+
 def test_a_generation_rests_when_no_draft_could_pay_then_probes():
     """rest(): PROBE_MAX plain steps when even always-accepted drafts lose at the measured costs
     (before the first step too), none when some length could pay; after a rest the next step

@@ -183,7 +183,13 @@ class AutoLength:
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
         # a snapshot: `seen` may be shared with generations running in other threads (the server's)
-        every = [(g, statistics.median(e)) for g, e in list(self.seen.items()) if g + 1 < len(self.target)]
+        seen = [(g, e) for g, e in list(self.seen.items()) if g + 1 < len(self.target)]
+        # a length timed once (a tree tried in a generation's first steps, with a cold matrix) would
+        # fix the fitted per-token cost for good: drafting may look hopeless, and a rest times nothing
+        # (aded on zoo:code-target on llama.cpp rested through every generation of a process that
+        # way). So the lengths timed twice or more, where there are any
+        seen = [(g, e) for g, e in seen if len(e) > 1] or seen
+        every = [(g, statistics.median(e)) for g, e in seen]
         pts = [(g, e) for g, e in every if (g > 0) == drafting] or (every if drafting else [])
         if not pts:
             return 0.0, 0.0
