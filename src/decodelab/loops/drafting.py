@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from ..core.costs import AutoLength
 from ..core.sampling import argmax_ids, sample
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
+from ..models import costs
 from ..models.base import sync
 from .common import processor
 
@@ -119,3 +121,38 @@ class ChainDrafter(DraftModelDrafter):
 
     def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
         pass  # chain forwards are sequential, so the cache is already right for sync
+
+
+def auto_levels(req, kind: str, width: int = 1, carry: bool = True) -> AutoLength:
+    """The AutoLength of a draft-model drafter whose step drafts L levels of `width` tokens each
+    (sps: a chain, width 1; rsd: width 2): the target's cost of L levels is its forward of
+    width * L + 1 tokens, a level's drafting one draft forward (of up to 2 tokens; the clock
+    measures the rest). Step times are kept per `kind` of drafter and model pair
+    (models/costs.clock); with `carry` its acceptance and probe wait outlive a generation too."""
+    def levels(curve: list[float]) -> list[float]:
+        return [0.0] + [curve[width * n + 1] for n in range((len(curve) - 2) // width + 1)]
+
+    return AutoLength(lambda c: levels(costs.curve(req.target, context=c)),
+                      lambda c: costs.curve(req.draft, context=c)[min(width, 2)], switch=costs.switch(req.target),
+                      seen=costs.clock(req.target, kind, req.draft),
+                      carry=costs.clock(req.target, f"{kind}:carry", req.draft) if carry else None)
+
+
+class AutoLevels:
+    """Mixin for a DraftModelDrafter whose levels per step come from `auto` (an AutoLength; None:
+    the drafter's configured shape): `_auto_depth` before drafting, the accepted length after."""
+
+    auto: AutoLength | None = None
+    _levels = 0
+
+    def _auto_depth(self, ctx: torch.Tensor, max_depth: int) -> int:
+        self._levels = self.auto.length(max_depth, context=len(ctx))
+        return self._levels
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        if self.auto is not None:
+            self.auto.update(self._levels, len(path) - 1)  # a step that drafted nothing changes nothing
+        super().observe(draft, path, logits)
+
+    def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
+        return self.auto.rest(idle=True) if self.auto is not None else 0  # every step offers the same kind of draft

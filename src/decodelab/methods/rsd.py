@@ -45,8 +45,7 @@ from ..core.sbs import sbs_step
 from ..core.tree import Draft, TokenTree
 from ..errors import DecodeLabError
 from ..loops import speculative
-from ..loops.drafting import DraftModelDrafter, stack_q
-from ..models import costs
+from ..loops.drafting import AutoLevels, DraftModelDrafter, auto_levels, stack_q
 from ..options import Options, option
 from ..registry import register
 
@@ -117,39 +116,6 @@ def rsd_s_budget(b: int, given: dict) -> dict:
     return {"depth": (b - 1) // width} | ({} if "width" in fixed else {"width": width})
 
 
-def auto_levels(req, kind: str, width: int) -> AutoLength:
-    """An AutoLength over tree levels (a length L = L levels of `width` draft tokens): the target's
-    cost of L levels is its forward of width * L + 1 tokens, a level's drafting one draft forward
-    (of the tree drawn so far: the clock measures what that adds); acceptance per depth and the
-    probe wait carry across generations, as sps's."""
-    def levels(curve: list[float]) -> list[float]:
-        return [0.0] + [curve[width * n + 1] for n in range((len(curve) - 2) // width + 1)]
-
-    return AutoLength(lambda c: levels(costs.curve(req.target, context=c)),
-                      lambda c: costs.curve(req.draft, context=c)[min(width, 2)], switch=costs.switch(req.target),
-                      seen=costs.clock(req.target, kind, req.draft),
-                      carry=costs.clock(req.target, f"{kind}:carry", req.draft))
-
-
-class _AutoLevels:
-    """Levels per step from an AutoLength (None: the configured shape)."""
-
-    auto: AutoLength | None = None
-    _levels = 0
-
-    def _auto_depth(self, ctx: torch.Tensor, max_depth: int) -> int:
-        self._levels = self.auto.length(max_depth, context=len(ctx))
-        return self._levels
-
-    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        if self.auto is not None:
-            self.auto.update(self._levels, len(path) - 1)
-        super().observe(draft, path, logits)
-
-    def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
-        return self.auto.rest(idle=True) if self.auto is not None else 0  # every step drafts alike
-
-
 class _TreeBuilder:
     """A draft tree under construction: tokens, parents and the q row of every expanded node."""
 
@@ -166,7 +132,7 @@ class _TreeBuilder:
         return Draft(tree, stack_q(self.q_rows, len(tree), vocab) if sampling else None)
 
 
-class RSDCDrafter(_AutoLevels, DraftModelDrafter):
+class RSDCDrafter(AutoLevels, DraftModelDrafter):
     """branching None: two chains ("2x1x...x1"), their levels from `auto`."""
 
     def __init__(self, req, branching: list[int] | None, auto: AutoLength | None = None):
@@ -201,7 +167,7 @@ class RSDCDrafter(_AutoLevels, DraftModelDrafter):
         return torch.topk(q, min(k, q.shape[-1])).indices
 
 
-class RSDSDrafter(_AutoLevels, DraftModelDrafter):
+class RSDSDrafter(AutoLevels, DraftModelDrafter):
     """depth None: from `auto`, per step."""
 
     def __init__(self, req, width: int, depth: int | None, auto: AutoLength | None = None):
@@ -233,12 +199,12 @@ class RSDSDrafter(_AutoLevels, DraftModelDrafter):
           draft=True, budget=rsd_c_budget)
 def run_c(req, config: RSDCConfig):
     if config.branches == "auto":
-        return speculative.decode(req, RSDCDrafter(req, None, auto_levels(req, "rsd_c", 2)))
+        return speculative.decode(req, RSDCDrafter(req, None, auto_levels(req, "rsd_c", width=2)))
     return speculative.decode(req, RSDCDrafter(req, config.branching))
 
 
 @register("rsd_s", family="speculative", config=RSDSConfig, lossless="sampling", needs=("tree_mask",),
           draft=True, budget=rsd_s_budget)
 def run_s(req, config: RSDSConfig):
-    auto = auto_levels(req, f"rsd_s|{config.width}", config.width) if config.depth is None else None
+    auto = auto_levels(req, f"rsd_s|{config.width}", width=config.width) if config.depth is None else None
     return speculative.decode(req, RSDSDrafter(req, config.width, config.depth, auto))

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.costs import AutoLength
 from ..core.tree import Draft
 from ..loops import speculative
-from ..loops.drafting import ChainDrafter
-from ..models import costs
+from ..loops.drafting import AutoLevels, ChainDrafter, auto_levels
 from ..options import Options, option
 from ..registry import register
 
@@ -46,29 +44,20 @@ class SpSConfig(Options):
                            "accepted draft, -1 otherwise)", choices=("constant", "heuristic"))
 
 
-class AutoChainDrafter(ChainDrafter):
-    """gamma chosen before each step by core.costs.AutoLength from both models' cost curves. kind:
-    where its clock keeps step times, and (carry) where its acceptance and probe wait outlive a
-    generation (models/costs.clock), one per method that drafts with it. carry=False: for a
-    drafter that hands it only some steps (samd), whose wait would idle it across generations."""
+class AutoChainDrafter(AutoLevels, ChainDrafter):
+    """gamma chosen before each step by core.costs.AutoLength from both models' cost curves
+    (loops.drafting.auto_levels: a chain is one token per level). kind: where its clock keeps step
+    times, and (carry) where its acceptance and probe wait outlive a generation
+    (models/costs.clock), one per method that drafts with it. carry=False: for a drafter that
+    hands it only some steps (samd), whose wait would idle it across generations."""
 
     def __init__(self, req, kind: str = "sps", carry: bool = True):
         super().__init__(req, 0)
-        self.auto = AutoLength(lambda n: costs.curve(req.target, context=n),
-                               lambda n: costs.curve(req.draft, context=n)[1], switch=costs.switch(req.target),
-                               seen=costs.clock(req.target, kind, req.draft),
-                               carry=costs.clock(req.target, f"{kind}:carry", req.draft) if carry else None)
+        self.auto = auto_levels(req, kind, carry=carry)
 
     def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        self.gamma = self.auto.length(max_depth, context=len(ctx))
+        self.gamma = self._auto_depth(ctx, max_depth)
         return super().propose(ctx, max_depth)
-
-    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        self.auto.update(len(draft.tree) - 1, len(path) - 1)  # a step that drafted nothing changes nothing
-        super().observe(draft, path, logits)
-
-    def rest(self) -> int:  # the draft model catches up on the skipped tokens at the next propose
-        return self.auto.rest(idle=True)  # every step offers the same kind of draft
 
 
 class HeuristicChainDrafter(ChainDrafter):
