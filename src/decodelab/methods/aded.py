@@ -202,5 +202,6 @@ def run(req, config: ADEDConfig):
     if config.budget is None:
         most = len(costs.curve(req.target)) - 2  # the largest tree the cost curve covers
         auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target),
-                          seen=costs.clock(req.target, "aded"), depth_of=[min(n, config.depth) for n in range(most + 1)])
+                          seen=costs.clock(req.target, "aded"),
+                          depth_of=[min(n, config.depth) for n in range(most + 1)])  # then learned per size
     return speculative.decode(req, PUCTDrafter(matrix(req, config), config, auto, most))

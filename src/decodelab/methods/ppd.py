@@ -235,8 +235,11 @@ def auto_budget(prompts: Prompts, vocab_size: int, cost: list[float]) -> int:
     best, best_rate = 2, 0.0
     for budget in range(2, len(cost)):
         spec = tree_for(prompts, budget, vocab_size)
-        if spec["tokens"] < len(cost) and (1.0 + spec["expected"]) / cost[spec["tokens"]] > best_rate * (1 + 1e-9):
-            best, best_rate = budget, (1.0 + spec["expected"]) / cost[spec["tokens"]]
+        if spec["tokens"] >= len(cost):
+            continue
+        rate = (1.0 + spec["expected"]) / cost[spec["tokens"]]
+        if rate > best_rate * (1 + 1e-9):
+            best, best_rate = budget, rate
     return best
 
 

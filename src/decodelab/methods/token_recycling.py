@@ -84,6 +84,13 @@ _TOP_N = re.compile(r"top([1-9][0-9]*)")
 
 
 @functools.lru_cache(maxsize=None)
+def tree_depths(n: int, rank_probs: tuple[float, ...]) -> tuple[int, ...]:
+    """The depths of the best-first trees of 0..n nodes under rank_probs (AutoLength's depth_of),
+    computed once per process, not at every generation's start."""
+    return (0,) + tuple(TreeTemplate.best_first(k, list(rank_probs), max_depth=6).depth for k in range(1, n + 1))
+
+
+@functools.lru_cache(maxsize=None)
 def template(name: str) -> TreeTemplate:
     """'2.2.2' (the reference's 80 nodes) or 'topN' (our best-first tree of N draft nodes, N <= 256)."""
     if name == "2.2.2":
@@ -192,10 +199,9 @@ def run(req, config: TokenRecyclingConfig):
     if config.template == "auto":
         n = len(costs.curve(req.target)) - 2  # the largest tree the cost curve covers
         tree = TreeTemplate.best_first(n, probs, max_depth=6)
-        depth_of = [0] + [TreeTemplate.best_first(k, probs, max_depth=6).depth for k in range(1, n + 1)]
         auto = AutoLength(lambda c: costs.curve(req.target, context=c), switch=costs.switch(req.target),
                           seen=costs.clock(req.target, "token_recycling"),
-                          carry=costs.clock(req.target, "token_recycling:carry"), depth_of=depth_of)
+                          carry=costs.clock(req.target, "token_recycling:carry"), depth_of=tree_depths(n, tuple(probs)))
     else:
         tree = template(config.template)
     return speculative.decode(req, RecyclingDrafter(matrix(req, config), tree, auto, probs))
