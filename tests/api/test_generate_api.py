@@ -136,7 +136,9 @@ def _padded(model_dir, rows: int, tmp_path, name, scale: float):
 @pytest.mark.parametrize("method", ["sps", "dyspec", "rsd_c", "rsd_s", "specdecpp"])
 def test_a_draft_with_a_padded_embedding_matrix_serves_the_target(tiny_dirs, tmp_path, method):
     tok = word_tokenizer(96)
-    kw = {"head": "none"} if method == "specdecpp" else {}
+    # rsd with the paper's trees, as before their auto default: the draft must propose for the check to bite
+    kw = {"specdecpp": {"head": "none"}, "rsd_c": {"branches": "3x2x2x1"},
+          "rsd_s": {"width": 4, "depth": 4}}.get(method, {})
     prompt = [3, 17, 5, 9]
     # a draft padded beyond the target (its padding ids likely under q), and a target padded beyond
     # the draft whose padding ids are unlikely (its greedy output never uses them: checked)

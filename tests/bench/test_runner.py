@@ -183,9 +183,9 @@ def test_cli_suite_file(tiny_dirs, tmp_path):
     assert main(["bench", "--suite", str(suite)]) == 2
 
 
-# token_recycling with a fixed tree: its auto size reads the clock-measured cost curve, and these
-# checks need it to draft
-@pytest.mark.parametrize("method", ["token_recycling:template=top8", "aded"])
+# token_recycling and aded with a fixed tree: their auto sizes read the clock-measured cost curve
+# (so two repeats need not make the same forwards), and these checks need them to draft
+@pytest.mark.parametrize("method", ["token_recycling:template=top8", "aded:budget=8"])
 def test_stateful_methods_start_every_repeat_cold(tok_model_dir, method, monkeypatch):
     """State carries over the prompts of a repeat but not into the next repeat: every repeat
     makes the same forwards. With one State for the whole run (the runner's per-repeat States
