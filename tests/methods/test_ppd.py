@@ -139,7 +139,8 @@ def test_prompt_tokens_never_reach_the_cache(tiny_dirs):
 def test_zoo_greedy_equality_trained_and_untrained():
     target = decodelab.load("zoo:code-target")
     prompt = target.tokenizer("def fibonacci(n):\n    ", add_special_tokens=False)["input_ids"]
-    trained = equal_to_greedy("ppd", target, prompt, 64)
+    equal_to_greedy("ppd", target, prompt, 64)  # budget auto: whatever tree the measured curve favours
+    trained = equal_to_greedy("ppd", target, prompt, 64, budget=8)  # a fixed tree: the trained prompts' guesses land
     assert trained.stats.tau > 1.0
     equal_to_greedy("ppd", target, prompt, 32, embeddings="init", budget=8)
     prompts, cfg = load_prompts("code-target-ppd")
