@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import decodelab
-from decodelab.core.costs import PROBE_EVERY, PROBE_MAX, AutoLength, best_length, expected_tokens
+from decodelab.core.costs import PROBE_EVERY, PROBE_MAX, PROBE_OK, AutoLength, best_length, expected_tokens
 from decodelab.models import costs
 from decodelab.models.toy import ToyLM
 
@@ -388,6 +388,25 @@ def test_an_idle_rest_lasts_until_the_next_probe():
             step += 1 + auto.rest(idle=idle)
     assert [s for s, g in picks[True] if g] == [s for s, g in picks[False] if g] == [15, 47]  # the probes
     assert len(picks[False]) == 60 and len(picks[True]) == 5  # asked at every step / around the probes only
+
+
+def test_an_accepted_probe_of_a_draft_free_drafter_brings_the_next_one_soon():
+    """After rejected drafts, a probe comes PROBE_EVERY idle steps later; when it is accepted and
+    drafts cost nothing to make (lookups, token_recycling), the next probe comes PROBE_OK steps
+    later instead of twice PROBE_EVERY. A draft model's probe (it pays its catching up) keeps the
+    doubling."""
+    curve = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]
+    for per_token, gap in ((0.0, PROBE_OK), (0.01, 2 * PROBE_EVERY)):
+        auto = AutoLength(curve, per_token=per_token, clock=None)
+        for _ in range(30):
+            auto.update(2, 0)  # rejected: drafting does not pay
+        probes = []
+        for step in range(80):
+            g = auto.length(4)
+            if g:
+                probes.append(step)
+                auto.update(g, g)  # every probe accepted (one of them does not make drafting pay)
+        assert probes[0] == PROBE_EVERY - 1 and probes[1] - probes[0] == gap, (per_token, probes)
 
 
 def test_the_step_before_an_idle_rest_is_timed():
