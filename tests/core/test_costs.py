@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import decodelab
-from decodelab.core.costs import PROBE_EVERY, PROBE_MAX, PROBE_OK, AutoLength, best_length, expected_tokens
+from decodelab.core.costs import PROBE_EVERY, PROBE_MAX, PROBE_OK, RECENT, AutoLength, best_length, expected_tokens
 from decodelab.models import costs
 from decodelab.models.toy import ToyLM
 
@@ -315,6 +315,53 @@ def test_a_generation_rests_when_no_draft_could_pay_then_probes():
         now[0] += 1.0
         steps += 1
     assert list(auto.seen[1]) == [0.5] and steps <= RECOST
+
+
+def test_a_hopeless_rest_is_counted_across_generations():
+    """Generations of a draft-free drafter that share step times (a process: models/costs.clock)
+    and measured drafting as hopeless once (a busy minute) probe again PROBE_MAX steps' time
+    later, at a generation's second step, not its first (never timed): a rest that outlasts a
+    generation does not start again with the next one. The probe starts the drafted steps' times
+    afresh (one quiet probe would not outvote nine busy steps at every length), so drafting comes
+    back as soon as the machine is quiet. A draft model's rests stay per generation."""
+    from collections import deque
+
+    now = [0.0]
+    # drafted steps measured 50 s over the curve, kept as the AutoLength keeps them (the last RECENT)
+    seen = {g: deque([50.0] * RECENT, maxlen=RECENT) for g in (1, 2)}
+
+    def generation(steps=100) -> list[int]:
+        auto, picks = AutoLength(FLAT, clock=lambda: now[0], seen=seen), []
+        resting = auto.rest()
+        while len(picks) < steps:
+            if resting:
+                resting -= 1
+                picks.append(-1)  # a rested step: the drafter is not asked
+                now[0] += FLAT[1]
+                continue
+            g = auto.length(10)
+            picks.append(g)
+            now[0] += FLAT[g + 1]  # the machine is quiet again: steps cost what the curve says
+            if g:
+                auto.update(g, g)
+            resting = auto.rest()
+        return picks
+
+    runs = [generation() for _ in range(6)]
+    drafted = [(i, j) for i, picks in enumerate(runs) for j, g in enumerate(picks) if g > 0]
+    assert runs[0] == [-1] * 100  # the first generation rests throughout, as before
+    assert drafted, "the process never drafts again"
+    i, j = drafted[0]
+    assert i > 0 and j == 1  # a later one probes, at its second step
+    assert i >= PROBE_MAX // 100 - 1  # not before PROBE_MAX steps' time
+    assert sum(g > 0 for g in runs[i]) > 20 and sum(g > 0 for g in runs[-1]) > 20  # and drafts again
+    assert all(max(e) < 1.0 for g, e in seen.items() if isinstance(g, int))  # the busy times are gone
+    # a draft model's rests stay per generation: its probe there would catch up on the whole context
+    auto = AutoLength(FLAT, per_token=0.01, clock=lambda: now[0], seen={1: deque([50.0] * RECENT, maxlen=RECENT)})
+    assert auto.rest() == PROBE_MAX
+    now[0] += 10 * PROBE_MAX
+    auto = AutoLength(FLAT, per_token=0.01, clock=lambda: now[0], seen=auto.seen)
+    assert auto.rest() == PROBE_MAX
 
 
 def test_step_times_carry_over_to_the_next_generation():

@@ -51,6 +51,7 @@ FLOOR = 0.25  # corrected step costs stay above this share of the measured curve
 RECURVE = 16  # context tokens between re-reads of a context-dependent curve
 PROBE_OK = 4  # the wait after an accepted probe of a draft-free drafter (update)
 RECOST = 8  # calls between recomputations of the clock-corrected curve
+RESTING = "resting since"  # the key in `seen` of the clock time the current hopeless rest began
 
 
 def expected_tokens(a, g: int) -> float:
@@ -110,7 +111,8 @@ class AutoLength:
     decides. seen: where the errors are kept (models/costs.clock: one dict per kind of draft
     and model, so that a generation starts from what the ones before it measured instead of
     from the curve alone, whose errors had the first steps of every generation draft where
-    drafting did not pay); None: this generation's own. carry: where the pooled acceptance and
+    drafting did not pay), and when their current rest began (a rest that no draft could end,
+    counted across them); None: this generation's own. carry: where the pooled acceptance and
     the wait before the next probe of each kind of draft outlive a generation (a dict shared like
     `seen`): a generation starts from the last one's rate, worth the prior's 5 positions, and its
     wait, instead of drafting its first steps on the prior's 0.6 and probing after PROBE_EVERY
@@ -186,7 +188,7 @@ class AutoLength:
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
         # a snapshot: `seen` may be shared with generations running in other threads (the server's)
-        seen = [(g, e) for g, e in list(self.seen.items()) if g + 1 < len(self.target)]
+        seen = [(g, e) for g, e in list(self.seen.items()) if g != RESTING and g + 1 < len(self.target)]
         # a length timed once (a tree tried in a generation's first steps, with a cold matrix) would
         # fix the fitted per-token cost for good: drafting may look hopeless, and a rest times nothing
         # (aded on zoo:code-target on llama.cpp rested through every generation of a process that
@@ -223,7 +225,13 @@ class AutoLength:
         curve covers) would pay even if always accepted (a plain step that skips the drafter's
         bookkeeping costs less than one that asks); else 0. After a rest the next step that
         could draft probes, and no rest comes before its time is kept (the clock starts again at
-        the probe: the rest's steps are not timed).
+        the probe: the rest's steps are not timed). Generations that share `seen` share the rest:
+        once PROBE_MAX plain steps' time has passed since it began, the next generation probes at
+        its second step (its first is never timed) instead of resting again, so a process whose
+        measured costs once made every draft hopeless still probes every PROBE_MAX to
+        2 PROBE_MAX steps, and that probe starts the drafted steps' times afresh. Only for drafts
+        that cost nothing to make (per_token 0): a draft model's probe at a generation's second
+        step would catch up on the whole context.
         idle: also rest when the last step chose not to draft at the acceptance measured so far,
         up to the step before its next probe (which then comes as it would have). For a drafter
         whose every step offers one kind of draft (sps): its choice cannot change before that
@@ -239,6 +247,7 @@ class AutoLength:
             self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest,
                                              self.depth_of)
         if not self._hopeless:
+            self.seen.pop(RESTING, None)
             wait = self._waiting if idle else None
             steps = wait[1] - wait[0] - 1 if wait is not None else 0
             if steps <= 0:
@@ -249,6 +258,18 @@ class AutoLength:
             self._tick()
             self._last, self._waiting = (None, 0, False, False), None
             return steps
+        if self.clock is not None and not self.per_token:
+            # a rest cut short by the end of a generation would otherwise start again at the next
+            # one, whose costs are the same (a rest times nothing): a process that once measured
+            # drafting as hopeless (a busy minute) would never draft again. Not for a draft model
+            # (sps): its probe would catch up on the whole context, which costs and mis-times it
+            now = self.clock()
+            since = self.seen.setdefault(RESTING, now)
+            if now - since >= PROBE_MAX * self._costs[1]:  # PROBE_MAX steps' time has passed: probe
+                if not self._begun:
+                    return 0  # a generation's first step is never timed: probe at its second
+                self._rested = True  # the next step probes
+                return 0
         self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
 
@@ -287,6 +308,7 @@ class AutoLength:
             # check costs as much as the choice), or after a rest
             if self._rested:
                 g, idle[0], self._rested, self._probing = 1, 0, False, True
+                self.seen.pop(RESTING, None)  # the rest is over: the next one counts from its own start
             elif idle[0] >= idle[1]:
                 if idle[0] >= PROBE_MAX or best_length(1.0, self._switched(costs, prev), self.per_token, max_len,
                                                        self.depth_of):
@@ -317,6 +339,12 @@ class AutoLength:
         # context, and one generation, to the next better than times do)
         err = self.clock() - t0 - (self.switch if switched else 0.0) - self.model(g0)
         if not was_first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
+            if self._probing and not self.per_token:
+                # a rest's probe: the drafted steps' times that made every draft hopeless are at
+                # least PROBE_MAX steps old, and the probe times one length only, which their median
+                # and fit would outvote for good; it starts them afresh
+                for g in [k for k in list(self.seen) if k != RESTING and k > 0]:
+                    self.seen.pop(g, None)
             self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
 
     def _switched(self, costs: list[float], prev: int | None) -> list[float]:
