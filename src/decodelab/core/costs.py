@@ -246,8 +246,9 @@ class AutoLength:
             longest = len(self._costs) if longest is None else longest
             self._hopeless = not best_length(1.0, self._switched(self._costs, 0), self.per_token, longest,
                                              self.depth_of)
+            if not self._hopeless:  # a rest kept in `seen` is over (setting or removing it recomputes)
+                self.seen.pop(RESTING, None)
         if not self._hopeless:
-            self.seen.pop(RESTING, None)
             wait = self._waiting if idle else None
             steps = wait[1] - wait[0] - 1 if wait is not None else 0
             if steps <= 0:
