@@ -391,6 +391,35 @@ def test_step_times_carry_over_to_the_next_generation():
     assert generation(None)[0] > 0
 
 
+def test_a_draft_models_plain_step_after_a_draft_is_not_timed():
+    """With a draft model, a plain step right after a drafted one pays for the drafting around it
+    (here 1.8 s, against 1.0 in a run of plain steps, as a rest takes them). Timed, it makes plain
+    steps look dearer than drafts that lose (one accepted token for 2.2 s: 1.1 s a token), and a
+    process that drafts never times a plain step otherwise: its later generations drafted at almost
+    every step. Untimed, they rest but for a few probes."""
+    curve = [0.0] + [1.0 + 0.2 * (n - 1) for n in range(1, 17)]
+    now, seen, carry = [0.0], {}, {}
+
+    def generation() -> list[int]:
+        auto = AutoLength(curve, per_token=0.2, clock=lambda: now[0], seen=seen, carry=carry)
+        picks, resting = [], auto.rest(idle=True)
+        while len(picks) < 80:
+            g = 0 if resting else auto.length(4)
+            after_draft = bool(picks) and picks[-1] > 0
+            now[0] += curve[g + 1] + 0.4 * g + (0.8 if g or after_draft else 0.0)
+            if resting:
+                resting -= 1
+            else:
+                auto.update(g, min(g, 1))
+                resting = auto.rest(idle=True)
+            picks.append(g)
+        return picks
+
+    generation()
+    for _ in range(2):
+        assert sum(g > 0 for g in generation()) <= 8
+
+
 def test_step_times_are_shared_per_model_and_kind_of_draft(tiny_dirs):
     lm = decodelab.load(tiny_dirs["llama"][0])
     other = decodelab.load(tiny_dirs["qwen2"][0])

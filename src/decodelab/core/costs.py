@@ -106,7 +106,8 @@ class AutoLength:
     step just taken, and its error against the model at the step's context is kept per draft
     length (the median of the last RECENT); the errors are fitted as a + b g over the drafting lengths
     seen (least squares; b = 0 while one length is seen) and added to T(g); a step without a draft
-    (g = 0) gets its own measured error. The clock
+    (g = 0) gets its own measured error (with a draft model, from plain steps after plain steps
+    only: one right after a draft pays for the drafting around it, see `_tick`). The clock
     only steers the choice: nothing measured here is reported. clock=None: the curve alone
     decides. seen: where the errors are kept (models/costs.clock: one dict per kind of draft
     and model, so that a generation starts from what the ones before it measured instead of
@@ -336,6 +337,14 @@ class AutoLength:
         if self._last is None or self._last[0] is None or self.clock is None:
             return
         t0, g0, was_first, switched = self._last
+        if g0 == 0 and switched and self.per_token:
+            # a plain step right after a draft model's step pays for that step's regime (the draft's
+            # forwards cooled the target's caches, beyond the graph rebuilt) where a plain step in a
+            # run, as a rest takes them, does not. Timed, it made plain steps look dearer than resting
+            # costs, and once drafting, nothing timed them otherwise: sps on zoo:code-target on
+            # llama.cpp (plain steps timed 0.5 ms over a 0.63 ms curve) drafted on at 0.74-0.78x
+            # greedy in 1 of 5 processes, where resting runs at 0.97x
+            return
         # the step's error against the curve at the context it ran at (errors carry over from one
         # context, and one generation, to the next better than times do)
         err = self.clock() - t0 - (self.switch if switched else 0.0) - self.model(g0)
