@@ -394,9 +394,9 @@ def test_step_times_carry_over_to_the_next_generation():
 def test_a_draft_models_plain_step_after_a_draft_is_not_timed():
     """With a draft model, a plain step right after a drafted one pays for the drafting around it
     (here 1.8 s, against 1.0 in a run of plain steps, as a rest takes them). Timed, it makes plain
-    steps look dearer than drafts that lose (one accepted token for 2.2 s: 1.1 s a token), and a
-    process that drafts never times a plain step otherwise: its later generations drafted at almost
-    every step. Untimed, they rest but for a few probes."""
+    steps look dearer than drafts that lose (one accepted token for 2.4 s or more: 1.2 s a
+    token), and a process that drafts never times a plain step otherwise: its later generations
+    drafted at every step. Untimed, they rest but for a few probes."""
     curve = [0.0] + [1.0 + 0.2 * (n - 1) for n in range(1, 17)]
     now, seen, carry = [0.0], {}, {}
 
