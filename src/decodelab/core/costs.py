@@ -340,10 +340,10 @@ class AutoLength:
         if g0 == 0 and switched and self.per_token:
             # a plain step right after a draft model's step (or another drafter's: samd's copies) pays
             # for the drafting around it (the draft's forwards cooled the target's caches, beyond the
-            # graph rebuilt) where a plain step in a run, as a rest takes them, does not. Timed, it made plain steps look dearer than resting
-            # costs, and once drafting, nothing timed them otherwise: sps on zoo:code-target on
-            # llama.cpp (plain steps timed 0.5 ms over a 0.63 ms curve) drafted on at 0.74-0.78x
-            # greedy in 1 of 5 processes, where resting runs at 0.97x
+            # graph rebuilt) where a plain step in a run, as a rest takes them, does not. Timed, it
+            # made plain steps look dearer than resting costs, and once drafting, nothing timed them
+            # otherwise: sps on zoo:code-target on llama.cpp (plain steps timed 0.5 ms over a 0.63 ms
+            # curve) drafted on at 0.74-0.78x greedy in 1 of 5 processes, where resting runs at 0.97x
             return
         # the step's error against the curve at the context it ran at (errors carry over from one
         # context, and one generation, to the next better than times do)
