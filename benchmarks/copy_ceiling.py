@@ -6,10 +6,12 @@ timing any loop: it makes the target's greedy continuation of each prompt, measu
 forward cost curve (models/costs.py, cached), and walks each continuation step by step, charging
 a step of n tokens what the curve says an n-token forward costs (no Python, no prefill) under:
 
-- lookup: llama-cpp-python's LlamaPromptLookupDecoding (n-grams of up to 2 tokens, the earliest
-  occurrence, 10 tokens), the `llamacpp:prompt-lookup` bench row;
-- pld's rule: the longest recurring suffix of up to 10 tokens, its most recent occurrence, the
-  length chosen by core.costs.AutoLength from the acceptance so far per matched length (clock off);
+- lookup: llama-cpp-python's LlamaPromptLookupDecoding itself (n-grams of up to 2 tokens, the
+  earliest occurrence, 10 tokens), the `llamacpp:prompt-lookup` bench row (so the [llamacpp] extra
+  is needed);
+- pld's rule: pld's own match (methods/pld.py, NgramIndex: the longest recurring suffix of up to
+  10 tokens, its most recent occurrence), the length chosen by core.costs.AutoLength from the
+  acceptance so far per matched length (clock off);
 - length oracle: the same copy, drafting exactly as many tokens as will be accepted (the best
   any length rule can do with pld's candidate);
 - full oracle: the best copy after any recurring suffix, from any earlier occurrence, at the best
@@ -28,11 +30,15 @@ import argparse
 import statistics
 import time
 
+import numpy as np
+import torch
+from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 from tqdm import tqdm
 
 import decodelab
 from decodelab.bench import workloads
 from decodelab.core.costs import AutoLength
+from decodelab.methods.pld import NgramIndex, PLDConfig
 from decodelab.models import costs
 
 
@@ -50,29 +56,11 @@ def sources(seq: list[int], pos: int, n: int) -> list[int]:
     return [j + n for j in range(pos - n - 1, -1, -1) if seq[j:j + n] == suffix]
 
 
-def longest(seq: list[int], pos: int, max_ngram: int = 10) -> tuple[int, int] | None:
-    """(n, most recent source) for the longest recurring suffix."""
-    for n in range(min(max_ngram, pos - 1), 0, -1):
-        found = sources(seq, pos, n)
-        if found:
-            return n, found[0]
-    return None
-
-
-def lookup_draft(seq: list[int], pos: int, max_ngram: int = 2, k: int = 10) -> list[int]:
-    """llama_cpp.llama_speculative.LlamaPromptLookupDecoding on seq[:pos]."""
-    for n in range(min(max_ngram, pos - 1), 0, -1):
-        suffix = seq[pos - n:pos]
-        for j in range(pos - n + 1):
-            if seq[j:j + n] == suffix and j + n < pos:
-                return seq[j + n:min(j + n + k, pos)]
-    return []
-
-
 def replay(seq: list[int], start: int, curve: list[float], rule: str) -> float:
     """Seconds to commit seq[start:] under `rule`, a step of n tokens costing curve[n]."""
     cap, t, pos = len(curve) - 2, 0.0, start
     auto = AutoLength(curve, clock=None) if rule == "pld" else None
+    index = NgramIndex(PLDConfig())  # pld's defaults: n-grams of 1 to 10 tokens, the most recent
 
     def best(a: int) -> int:  # the length with the most tokens per second when a tokens are right
         return max(range(a + 1), key=lambda g: (g + 1) / curve[g + 1])
@@ -80,7 +68,8 @@ def replay(seq: list[int], start: int, curve: list[float], rule: str) -> float:
     while pos < len(seq):
         room = min(cap, len(seq) - pos - 1)
         if rule == "lookup":
-            draft = lookup_draft(seq, pos)[:room]
+            draft = LlamaPromptLookupDecoding.find_candidate_pred_tokens(
+                np.array(seq[:pos], dtype=np.intc), max_ngram_size=2, num_pred_tokens=10).tolist()[:room]
             g, a = len(draft), 0
             while a < g and draft[a] == seq[pos + a]:
                 a += 1
@@ -89,7 +78,8 @@ def replay(seq: list[int], start: int, curve: list[float], rule: str) -> float:
                      for s in sources(seq, pos, n)), default=0)
             g = a = best(a)
         else:
-            m = longest(seq, pos)
+            index.extend(torch.tensor(seq[:pos]))
+            m = index.find()
             if m is None:
                 g = a = 0
             elif rule == "pld":
