@@ -231,20 +231,40 @@ def test_auto_length_rereads_the_curve_as_the_context_grows():
 
 
 def test_a_change_of_draft_length_is_charged_the_switch_cost():
-    """Leaving plain steps for a draft pays the shape switch there and back: a draft that gains
-    a little is not worth it then, and is once drafting is under way (the same length costs no
-    switch)."""
+    """A step that changes the draft length pays the shape switch, once: leaving plain steps for
+    a draft that gains a little is not worth it then, and is once drafting is under way (the same
+    length costs no switch; the way back is charged when it comes)."""
     curve = [0.0] + [1.0 + 0.5 * (n - 1) for n in range(1, 17)]  # 3 tokens cost 2 steps
-    for switch, drafts in ((0.0, True), (0.6, False)):
+    for switch, drafts in ((0.0, True), (0.6, True), (1.2, False)):  # 3 tokens for 2 + switch
         auto = AutoLength(curve, clock=None, switch=switch)
         for _ in range(20):
             auto.update(2, 2)  # two drafted tokens always accepted: 3 tokens for 2 steps' cost
         assert auto.length(0) == 0  # a step with nothing to draft
         assert (auto.length(2) == 2) is drafts
-    auto = AutoLength(curve, clock=None, switch=0.6)
+    auto = AutoLength(curve, clock=None, switch=1.2)
     for _ in range(20):
         auto.update(2, 2)
     assert auto.length(2) == 2 and auto.length(2) == 2  # the first step has no previous shape; then no switch
+
+
+def test_a_generation_starts_from_the_last_ones_depth_rates():
+    """Drafts accepted in runs (40% rejected at once, the rest whole, as token_recycling's): with
+    a carry, the next generation keeps the depths' rates, so a few rejected first drafts (which
+    measure depth 1 only) do not make it draft one token at a time (carrying the pooled rate
+    alone, it did); without a carry it does."""
+    def next_generation(carry):
+        first = AutoLength(STEP, clock=None, carry=carry)
+        for i in range(40):
+            first.update(5, 0 if i % 5 < 2 else 5)
+        auto = AutoLength(STEP, clock=None, carry=carry)
+        for _ in range(3):
+            auto.update(1, 0)
+        return auto
+
+    carried = next_generation({})
+    assert carried.depth_rates()[1] > 0.85 and carried.length(8) >= 4
+    alone = next_generation(None)
+    assert alone.length(8) <= 1
 
 
 def test_a_curve_measured_on_another_host_is_not_read(tmp_path, monkeypatch, tiny_dirs):

@@ -97,7 +97,10 @@ class AutoLength:
     it; per_token: the cost of drafting one token, or a function of the context length (read
     again every RECURVE tokens of context that `length` is told of). switch: what a forward
     costs on top when the previous one had another size (models/costs.switch): a step that
-    changes the draft length is charged it, twice when it leaves plain steps (there and back),
+    changes the draft length is charged it once, at the step that changes it (charged there and
+    back when it left plain steps, it kept token_recycling on zoo:code-target on llama.cpp in
+    plain steps where its top4 tree runs 1.25x greedy: auto 0.74-0.97 of top4 on HumanEval over
+    eight runs, one resting through every held-out prompt; 0.91-1.00 with the switch charged once),
     and the clock's step times are taken net of it.
 
     The curve leaves out what the step costs around the forwards (drafting, verifying and
@@ -115,10 +118,13 @@ class AutoLength:
     drafting did not pay), and when their current rest began (a rest that no draft could end,
     counted across them); None: this generation's own. carry: where the pooled acceptance and
     the wait before the next probe of each kind of draft outlive a generation (a dict shared like
-    `seen`): a generation starts from the last one's rate, worth the prior's 5 positions, and its
-    wait, instead of drafting its first steps on the prior's 0.6 and probing after PROBE_EVERY
-    steps (sps asks for it: a draft model that does not pay otherwise prefills the prompt and
-    catches up at three probes in every 128-token generation); None: the prior. depth_of: for a
+    `seen`): a generation starts from the last one's rate, worth the prior's 5 positions, its
+    per-depth rates, each worth at most as much, and its wait, instead of drafting its first
+    steps on the prior's 0.6 and probing after PROBE_EVERY steps (sps asks for it: a draft model
+    that does not pay otherwise prefills the prompt and catches up at three probes in every
+    128-token generation; token_recycling too: without the depths, a generation whose first
+    drafts were rejected drafted one node at a time for hundreds of steps, never measuring the
+    depths below, where its runs of accepted tokens are); None: the prior. depth_of: for a
     drafter whose length is a tree's nodes, each size's tree depth (best_length)."""
 
     def __init__(self, target, per_token=0.0, clock=time.perf_counter, switch: float = 0.0,
@@ -135,9 +141,11 @@ class AutoLength:
         self.idle: dict = {}  # key -> [steps in a row without drafting, idle steps before the next probe]
         self.carry = carry
         w = PRIOR_ACCEPT + PRIOR_REJECT
-        for key, (a, r, wait) in list((carry or {}).items()):  # a snapshot: other threads may write it
+        for key, (a, r, wait, acc, tried) in list((carry or {}).items()):  # a snapshot: other threads may write it
             self.counts[key] = [w * a / (a + r), w * r / (a + r)]
             self.idle[key] = [0, wait]
+            # each depth's rate as the last generation left it, worth at most the prior's positions
+            self.depths[key] = ([x * min(1.0, w / t) for x, t in zip(acc, tried)], [min(t, w) for t in tried])
         # draft length -> the last RECENT steps' seconds beyond the model (the curve and drafting)
         self.seen: dict[int, deque] = {} if seen is None else seen
         self._costs, self._age, self._nseen = None, 0, 0  # _corrected()'s last result, its age, len(seen) then
@@ -358,12 +366,11 @@ class AutoLength:
             self.seen.setdefault(g0, deque(maxlen=RECENT)).append(err)
 
     def _switched(self, costs: list[float], prev: int | None) -> list[float]:
-        """costs with the switch charged to every length but the previous one (from plain steps, a
-        draft switches there and back)."""
+        """costs with the switch charged to every length but the previous one: once, at the step
+        that switches (the way back is charged when it comes)."""
         if not self.switch or prev is None:
             return costs
-        return [c + (0.0 if n - 1 == prev else self.switch * (2 if prev == 0 else 1)) if n else c
-                for n, c in enumerate(costs)]
+        return [c + (0.0 if n - 1 == prev else self.switch) if n else c for n, c in enumerate(costs)]
 
     def update(self, drafted: int, accepted: int, key=None) -> None:
         """A verified step: `accepted` of `drafted` positions, the rest cut at the first rejection."""
@@ -379,8 +386,6 @@ class AutoLength:
             # accepted 16 plain steps later did not bring them back for another 32: 0.73-0.95 of
             # top4 over 9 paired runs, mean 0.84, against 0.90-0.97 over 5, mean 0.94, with this)
             self.idle.setdefault(key, [0, PROBE_EVERY])[1] = PROBE_OK
-        if self.carry is not None:
-            self.carry[key] = (c[0], c[1], self.idle.get(key, (0, PROBE_EVERY))[1])
         acc, tried = self.depths.setdefault(key, ([], []))
         for k in range(min(accepted + 1, drafted)):  # the depths verified: the accepted, then the first rejected
             if k == len(tried):
@@ -388,5 +393,7 @@ class AutoLength:
                 tried.append(0)
             tried[k] += 1
             acc[k] += k < accepted
+        if self.carry is not None:
+            self.carry[key] = (c[0], c[1], self.idle.get(key, (0, PROBE_EVERY))[1], list(acc), list(tried))
         self._rates.pop(key, None)
         self._choices.clear()
