@@ -29,10 +29,10 @@ a root whose row of M was never written drafts nothing (its tree would be guessw
 of n nodes is valued at its depth (AutoLength's depth_of: under _RANK_PROBS best-first trees of
 up to 6 nodes are rank-0 chains, larger ones branch at depth <= 6 and can commit no more than a
 6-deep chain). The pooled and per-depth acceptance and the wait before the next probe carry from
-one generation to the next (AutoLength's carry, as sps's), as M does in a State: a generation whose
-first trees are rejected still knows that the depths below the first are accepted in runs. While even always-accepted
-trees would not pay (AutoLength.rest), the drafter sits steps out, and those plain steps recycle
-nothing into M. History: the auto size was first one template size per generation, chosen
+one generation to the next (AutoLength's carry, as sps's), as M does in a State: a generation
+whose first trees are rejected still knows that the depths below the first are accepted in runs.
+While even always-accepted trees would not pay (AutoLength.rest), the drafter sits steps out, and
+those plain steps recycle nothing into M. History: the auto size was first one template size per generation, chosen
 under _RANK_PROBS (the reference's 80 nodes cost 8x a 1-token step on zoo:code-target-l on
 llama.cpp and 1.5x on zoo:code-target on torch, where top4 ran 1.5x faster than 2.2.2), with the
 AutoLength choosing n below it. On a host whose curve made that size 2 (an Intel Xeon, 480 MB L3,
