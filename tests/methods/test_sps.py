@@ -75,3 +75,22 @@ def test_sampling_matches_target_distribution(toy_pair, one_thread, kw):
 def test_sampling_matches_target_distribution_large(toy_pair, one_thread):
     target, draft = toy_pair
     check_converges("sps", target, draft, sizes=(1000, 16000), gen=6)
+
+
+def test_the_draft_says_what_catching_up_cost(toy_pair, monkeypatch):
+    """A draft-model drafter sized by an AutoLength (loops.drafting) tells it what a sync that
+    catches up on more than the last step's tokens cost (the prompt, a rest's tokens), so that
+    it is not charged to the step's draft length; a sync in step says nothing."""
+    from decodelab.core import costs as core_costs
+    from decodelab.methods.sps import AutoChainDrafter
+
+    target, draft = toy_pair
+    told = []
+    monkeypatch.setattr(core_costs.AutoLength, "discount", lambda self, seconds: told.append(seconds))
+    drafter = AutoChainDrafter(request(target, draft))
+    drafter.root_logits(torch.tensor([1, 2, 1, 2, 1]))  # the prompt: five tokens behind
+    assert len(told) == 1
+    drafter.root_logits(torch.tensor([1, 2, 1, 2, 1, 3, 4]))  # the last step's two tokens
+    assert len(told) == 1
+    drafter.root_logits(torch.tensor([1, 2, 1, 2, 1, 3, 4, 5, 0, 1]))  # a rest's three and one more
+    assert len(told) == 2

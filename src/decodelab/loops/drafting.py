@@ -57,7 +57,15 @@ class DraftModelDrafter:
         if self.shared < self.vocab and int(ctx.max()) >= self.shared:
             raise DecodeLabError(f"the target produced token id {int(ctx.max())}, past the draft's vocabulary of "
                                  f"{self.shared} rows (a padding id of the target); this draft cannot follow it")
-        return self.logits(sync(self.draft, ctx))
+        auto = getattr(self, "auto", None)  # an AutoLength sizing the drafts (AutoLevels) is told of catch-ups
+        if not isinstance(auto, AutoLength) or auto.clock is None or len(ctx) - self.draft.cache_len <= 2:
+            return self.logits(sync(self.draft, ctx))  # in step: the last step's bonus and one more
+        # catching up on plain steps (a rest's, another drafter's): what that costs beyond a drafted
+        # token is no draft length's, so the step is timed without it
+        t0 = auto.clock()
+        logits = sync(self.draft, ctx)
+        auto.discount(auto.clock() - t0 - auto.per_token)
+        return self.logits(logits)
 
     def score_tree(self, ctx_len: int, tokens: list[int], parents: list[int]) -> torch.Tensor:
         """Draft logits after each non-root node of the tree (root = ctx[-1]). -> [N - 1, shared]"""
