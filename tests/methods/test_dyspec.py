@@ -169,7 +169,7 @@ def test_auto_tree_grows_while_a_node_pays_for_its_cost(toy_pair, monkeypatch, s
 def test_auto_rests_when_no_tree_could_pay(toy_pair, monkeypatch):
     """When the measured time beyond the forwards makes even an always-accepted tree slower than
     plain steps, rest() hands the loop PROBE_MAX plain steps; the rest's time becomes the plain
-    step's. A cheap step never rests, whatever the acceptance."""
+    step's. A cheap step does not rest here, though nothing is accepted (the tree still pays)."""
     from decodelab.core.costs import PROBE_MAX
     from decodelab.methods.dyspec import AutoSize
 
@@ -187,3 +187,48 @@ def test_auto_rests_when_no_tree_could_pay(toy_pair, monkeypatch):
     clock.now += 0.5 * PROBE_MAX  # the plain steps of the rest: 0.5 each
     d.propose(torch.tensor([1, 2]), 3)
     assert auto.memo["plain"] == pytest.approx(0.5)
+
+
+def test_auto_rests_while_its_trees_lose_to_plain_steps(toy_pair, monkeypatch):
+    """A tree that some acceptance would pay for, but that at the acceptance measured so far is
+    expected to commit fewer tokens per second than plain steps, makes the generation rest
+    PROBE_EVERY steps, then twice as long after each probe that does not pay either (at most
+    PROBE_MAX); a probe that pays ends it (dyspec on zoo:code-target on llama.cpp grew trees that
+    ran at 0.57-0.83x greedy). The rest outlives the generation: the next one starts resting until
+    the rest's steps' time is up, and then drafts at its first step."""
+    from decodelab.core.costs import PROBE_EVERY, PROBE_MAX
+    from decodelab.methods.dyspec import AutoSize
+
+    from decodelab.methods import dyspec
+
+    target, draft = toy_pair
+    _costs(monkeypatch, target, draft, 0.5, 0.01)
+    memo: dict = {}  # what models/costs.clock keeps for a process (a toy model has no cache key to keep it by)
+    monkeypatch.setattr(dyspec.costs, "clock", lambda lm, kind, other=None: memo)
+    clock = _Clock()
+    auto = AutoSize(request(target, draft), clock=clock)
+    d = DySpecDrafter(request(target, draft), None, expand=4, auto=auto)
+
+    def step(accepted: bool):
+        prop = d.propose(torch.tensor([1, 2]), 3)
+        path = [0, 1] if accepted and len(prop.tree) > 1 else [0]
+        d.observe(prop, path, torch.zeros(len(prop.tree), 6))
+        clock.now += auto._model
+        return d.rest()
+
+    # the first step is not timed (the draft's prefill) and the second's time is known at the third
+    assert step(False) == 0 and step(False) == 0
+    waits = [step(False)]
+    while waits[-1] < PROBE_MAX and len(waits) < 10:
+        clock.now += 1.0 * waits[-1]  # the rest's plain steps, 1.0 each
+        waits.append(step(False))
+    assert waits[:3] == [PROBE_EVERY, 2 * PROBE_EVERY, 4 * PROBE_EVERY] and waits[-1] == PROBE_MAX
+    # the next generation (same model pair: the same memo) rests on until the rest's time is up
+    later = AutoSize(request(target, draft), clock=clock)
+    assert later.rest() == PROBE_MAX
+    clock.now += 1.0 * PROBE_MAX
+    later = AutoSize(request(target, draft), clock=clock)
+    assert later.rest() == 0
+    # a probe that pays ends the rests and the wait starts again from PROBE_EVERY
+    auto.accepted, auto._resting = 100.0, None
+    assert step(True) == 0 and auto.memo["wait"] == PROBE_EVERY

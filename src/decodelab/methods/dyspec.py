@@ -45,11 +45,17 @@ node were accepted (the best chain of n <= MAX_AUTO nodes, one draft round per d
 plain step's time, measured while resting, before that the curve's 1-token forward), the
 generation rests, as core.costs.AutoLength.rest has sps do: the speculative loop takes PROBE_MAX
 plain steps without the drafter, then one drafted step measures the costs again; the draft catches
-up on the rested tokens in one forward. What the clock measured (the time beyond the model, a
-plain step's time) is kept for the process per model pair, as AutoLength's is, so a generation
-starts from what the last one measured. On a small llama.cpp model a dyspec step's Python alone
-costs several plain steps; acceptance never decides a rest (a few unlucky steps would otherwise
-stop drafting for good).
+up on the rested tokens in one forward. The generation also rests when the tree it last grew,
+at the acceptance measured since (rho), was expected to commit fewer tokens per second than plain
+steps: PROBE_EVERY steps, twice as many after each probe that does not pay either (up to
+PROBE_MAX), back to PROBE_EVERY after one that does. (The growth rule compares each node with the
+tree without it, never with a plain step, which skips drafting's fixed costs: on this host's
+zoo:code-target on llama.cpp, where a step's Python alone costs more than a 1-token forward, the
+auto trees ran at 0.57-0.83x greedy; resting, 0.92x, what a plain step costs in a tree-capable
+context.) What the clock measured (the time beyond the model, a plain step's time), the probe
+wait and a rest under way are kept for the process per model pair, as AutoLength's are: a
+generation starts from what the last one measured, resting on until the last rest's steps' time
+is up, and then probes at its first step.
 """
 from __future__ import annotations
 
@@ -62,7 +68,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.costs import PROBE_MAX
+from ..core.costs import PROBE_EVERY, PROBE_MAX
 from ..core.sampling import sample
 from ..core.tree import Draft, TokenTree
 from ..loops import speculative
@@ -140,6 +146,7 @@ class AutoSize:
         self._t0, self._model, self._first = None, 0.0, True
         self._resting: tuple[float, int] | None = None  # (clock, steps) of the rest under way
         self._hopeless: tuple | None = None  # ((plain step, context), the h from which no tree pays)
+        self._tree: tuple[float, float] | None = None  # the last verified tree's (summed values, modelled cost)
 
     def start(self, context: int) -> None:
         """A step begins: the previous one's time beyond the model is kept, the curves read."""
@@ -196,6 +203,7 @@ class AutoSize:
     def observe(self, accepted: int) -> None:
         self.accepted += accepted
         self.valued += self.value
+        self._tree = (self.value, self.cost)
 
     def _curves(self, context: int) -> None:
         if self._context is None or abs(context - self._context) >= RECURVE:
@@ -206,11 +214,27 @@ class AutoSize:
         return max(statistics.median(self.seen), 0.0) if self.seen else 0.0
 
     def rest(self) -> int:
-        """Plain steps to take next: PROBE_MAX when no tree could pay at the measured costs, else 0."""
+        """Plain steps to take next: PROBE_MAX when no tree could pay at the measured costs; the probe
+        wait when the last tree, at the acceptance measured since, was expected to commit fewer
+        tokens per second than plain steps (the wait doubles from PROBE_EVERY to PROBE_MAX while the
+        probes after it do not pay either); else 0. A rest outlives its generation (kept for the
+        process like the step times): a generation starts resting until the last rest's steps'
+        time is up, and then its first step probes."""
+        tree, self._tree = self._tree, None
         if not self.seen or self._resting is not None:
             return 0
-        self._curves(self._context if self._context is not None else costs.CONTEXT)
+        begun = self._context is not None  # a step has begun (start reads the curves)
+        self._curves(self._context if begun else costs.CONTEXT)
         key = (self.memo.get("plain") or self.c[1], self._context)
+        if not begun:
+            since = self.memo.get("resting")
+            if since is None:
+                return 0
+            if self.clock() - since[0] >= since[1] * key[0]:
+                del self.memo["resting"]
+                return 0
+            self._resting = (self.clock(), since[1])
+            return since[1]
         if self._hopeless is None or self._hopeless[0] != key:
             # a chain of n always-accepted nodes loses to plain steps when (1 + n) plain <= h + c(n + 1)
             # + its draft rounds; no n wins once h reaches the largest gap, computed once per key
@@ -220,10 +244,19 @@ class AutoSize:
                 gap = max(gap, (1 + n) * plain - _extended(self.c, n + 1) - rounds)
                 rounds += _extended(self.d, n)
             self._hopeless = (key, gap)
-        if self._beyond() < self._hopeless[1]:
-            return 0
-        self._resting, self._t0 = (self.clock(), PROBE_MAX), None
-        return PROBE_MAX
+        steps = PROBE_MAX
+        if self._beyond() < self._hopeless[1]:  # some tree could pay: did this generation's last one?
+            if tree is None:
+                return 0
+            value, cost = tree
+            wait = self.memo.get("wait", PROBE_EVERY)
+            if (1.0 + self.accepted / self.valued * value) * key[0] >= cost:
+                self.memo["wait"] = PROBE_EVERY
+                return 0
+            self.memo["wait"], steps = min(2 * wait, PROBE_MAX), wait
+        self._resting, self._t0 = (self.clock(), steps), None
+        self.memo["resting"] = self._resting
+        return steps
 
 
 class DySpecDrafter(DraftModelDrafter):
