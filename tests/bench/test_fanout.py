@@ -6,8 +6,8 @@ from decodelab.bench.runner import run_unit
 
 from .conftest import FAST
 
-TIMING = {"tokens_per_s", "speedup_vs_greedy", "cpu_speedup_vs_greedy", "speedup_vs_hf_greedy", "speedup_vs_peer",
-          "efficiency", "peak_mem_mb", "unit"}
+TIMING = {"tokens_per_s", "speedup_vs_greedy", "pooled_speedup_vs_greedy", "cpu_speedup_vs_greedy",
+          "speedup_vs_hf_greedy", "speedup_vs_peer", "efficiency", "peak_mem_mb", "unit"}
 
 
 def _grid(tiny_dirs):

@@ -37,6 +37,18 @@ def test_speedup_is_a_per_prompt_ratio_over_shared_prompts():
     assert metrics.speedups(records, "fast", "greedy") == [pytest.approx(2.0), pytest.approx(4.0)]
 
 
+def test_pooled_speedup_weighs_prompts_by_their_time():
+    """The pooled ratio is total tokens over total time, row over ref, on the shared prompts: a row
+    twice as fast on two prompts and four times slower on a third has a median ratio of 2 and a
+    pooled one below 1."""
+    records = [rec("greedy", p, 1.0) for p in range(4)]  # prompt 3: the row never finished it
+    records += [rec("lopsided", 0, 0.5), rec("lopsided", 1, 0.5), rec("lopsided", 2, 4.0, repeat=0),
+                rec("lopsided", 2, 2.0, repeat=1), rec("lopsided", 2, 6.0, repeat=2)]
+    assert sorted(metrics.speedups(records, "lopsided", "greedy")) == pytest.approx([0.25, 2.0, 2.0])
+    assert metrics.pooled_speedup(records, "lopsided", "greedy") == pytest.approx(3.0 / 5.0)
+    assert metrics.pooled_speedup(records, "lopsided", "absent") is None
+
+
 def unit_result(records, outputs, quality=None, kind="perplexity", errors=None, partial=False):
     rows = [Row("greedy", "greedy"), Row("sps", "sps"), Row("hf:greedy", "hf:greedy"), Row("sample", "sample")]
     return {"unit": {"uid": 0, "model": "m", "draft": "d", "workload": "w", "rows": [r.to_dict() for r in rows],
@@ -56,6 +68,7 @@ def test_row_summary_figures():
     assert s["speedup_vs_greedy"]["median"] == pytest.approx(2.0)
     assert s["speedup_vs_hf_greedy"]["median"] == pytest.approx(4.0)
     assert s["cpu_speedup_vs_greedy"]["median"] == pytest.approx(4.0)  # 2.0 s of greedy CPU vs 0.5 s
+    assert s["pooled_speedup_vs_greedy"] == pytest.approx(2.0)
     assert s["tau"] == pytest.approx(2.5)
     assert s["efficiency"] == pytest.approx(2.0 / 2.5)
     assert s["target_forwards_per_token"] == pytest.approx(0.4)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..errors import DecodeLabError
 
-COLUMNS = ("row", "tok/s [IQR]", "x greedy [IQR]", "x greedy CPU", "x HF greedy", "tau", "eff", "tgt fwd/tok",
-           "drf fwd/tok", "tok/tgt fwd", "peak MiB", "exact match", "quality (Δ)", "status")
+COLUMNS = ("row", "tok/s [IQR]", "x greedy [IQR]", "x greedy pooled", "x greedy CPU", "x HF greedy", "tau", "eff",
+           "tgt fwd/tok", "drf fwd/tok", "tok/tgt fwd", "peak MiB", "exact match", "quality (Δ)", "status")
 
 
 def save(results: dict, out_dir: str | Path) -> Path:
@@ -116,11 +116,12 @@ def markdown(results: dict) -> str:
                      if u.get("truncated_prompts") else ""), ""]
         llama = any(r.get("speedup_vs_llamacpp_greedy") for r in rows)  # a run with llama.cpp's greedy
         share = any(r.get("target_share") is not None for r in rows)  # a cell with model-switching rows
-        cols = COLUMNS[:5] + (("x llama.cpp greedy",) if llama else ()) + COLUMNS[5:10] + \
-            (("tgt share",) if share else ()) + COLUMNS[10:]
+        cols = COLUMNS[:6] + (("x llama.cpp greedy",) if llama else ()) + COLUMNS[6:11] + \
+            (("tgt share",) if share else ()) + COLUMNS[11:]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
             cells = [r["row"], _spread(r["tokens_per_s"], "{:.1f}"), _spread(r["speedup_vs_greedy"]),
+                     _num(r.get("pooled_speedup_vs_greedy")),
                      _num((r.get("cpu_speedup_vs_greedy") or {}).get("median")),
                      _num((r["speedup_vs_hf_greedy"] or {}).get("median"))]
             cells += [_num((r.get("speedup_vs_llamacpp_greedy") or {}).get("median"))] if llama else []
@@ -139,8 +140,9 @@ def markdown(results: dict) -> str:
     if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
         return "\n".join(lines)
     lines += ["tok/s: median over prompts [interquartile range]; x greedy / x HF greedy: per-prompt speed ratio to "
-              "our greedy / transformers greedy measured in the same run (median [IQR]); x greedy CPU: the same "
-              "ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
+              "our greedy / transformers greedy measured in the same run (median [IQR]); x greedy pooled: the "
+              "workload's total tokens / total time over our greedy's (weighs each prompt by its time); "
+              "x greedy CPU: the per-prompt ratio on process CPU time (not inflated by waiting for a busy machine's cores); tau: tokens "
               "committed per target forward; eff: speedup / tau per prompt (median); tok/tgt fwd: tokens scored per target forward "
               "(compute budget); tgt share (cells with model-switching rows): share of the generated tokens the target "
               "itself chose (the draft chose the rest, unchecked); "
