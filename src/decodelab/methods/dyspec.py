@@ -51,8 +51,8 @@ steps: PROBE_EVERY steps, twice as many after each probe that does not pay eithe
 PROBE_MAX), back to PROBE_EVERY after one that does. (The growth rule compares each node with the
 tree without it, never with a plain step, which skips drafting's fixed costs: on this host's
 zoo:code-target on llama.cpp, where a step's Python alone costs more than a 1-token forward, the
-auto trees ran at 0.57-0.83x greedy; resting, 0.92x, what a plain step costs in a tree-capable
-context.) What the clock measured (the time beyond the model, a plain step's time), the probe
+auto trees ran at 0.57-0.83x greedy; resting, 0.93x: a plain step in a tree-capable context and
+a probe opening most generations.) What the clock measured (the time beyond the model, a plain step's time), the probe
 wait and a rest under way are kept for the process per model pair, as AutoLength's are: a
 generation starts from what the last one measured, resting on until the last rest's steps' time
 is up, and then probes at its first step.
