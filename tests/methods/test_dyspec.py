@@ -1,5 +1,6 @@
 """DySpec: the tree is the greedy best-first tree by path probability under the budget, siblings
 without replacement, greedy equality with plain greedy, exact sampling on ToyLM pairs."""
+import dataclasses
 import itertools
 import math
 
@@ -194,8 +195,8 @@ def test_auto_rests_while_its_trees_lose_to_plain_steps(toy_pair, monkeypatch):
     expected to commit fewer tokens per second than plain steps, makes the generation rest
     PROBE_EVERY steps, then twice as long after each probe that does not pay either (at most
     PROBE_MAX); a probe that pays ends it (dyspec on zoo:code-target on llama.cpp grew trees that
-    ran at 0.57-0.83x greedy). The rest outlives the generation: the next one starts resting until
-    the rest's steps' time is up, and then drafts at its first step."""
+    ran at 0.57-0.83x greedy). The rest outlives the generation: the next ones take the steps it had
+    no room for, and then one drafts at its first step."""
     from decodelab.core.costs import PROBE_EVERY, PROBE_MAX
     from decodelab.methods.dyspec import AutoSize
 
@@ -223,12 +224,10 @@ def test_auto_rests_while_its_trees_lose_to_plain_steps(toy_pair, monkeypatch):
         clock.now += 1.0 * waits[-1]  # the rest's plain steps, 1.0 each
         waits.append(step(False))
     assert waits[:3] == [PROBE_EVERY, 2 * PROBE_EVERY, 4 * PROBE_EVERY] and waits[-1] == PROBE_MAX
-    # the next generation (same model pair: the same memo) rests on until the rest's time is up
-    later = AutoSize(request(target, draft), clock=clock)
-    assert later.rest() == PROBE_MAX
-    clock.now += 1.0 * PROBE_MAX
-    later = AutoSize(request(target, draft), clock=clock)
-    assert later.rest() == 0
+    # the steps the rest had no room for (all: these steps end their 1-token generation) are the next
+    # generations' (same model pair: the same memo), counted by their max_new_tokens, 100 here
+    later = dataclasses.replace(request(target, draft), max_new_tokens=100)
+    assert [AutoSize(later, clock=clock).rest() for _ in range(4)] == [PROBE_MAX, PROBE_MAX - 100, PROBE_MAX - 200, 0]
     # a probe that pays ends the rests and the wait starts again from PROBE_EVERY
     auto.accepted, auto._resting = 100.0, None
     assert step(True) == 0 and auto.memo["wait"] == PROBE_EVERY

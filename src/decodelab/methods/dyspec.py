@@ -53,9 +53,11 @@ tree without it, never with a plain step, which skips drafting's fixed costs: on
 zoo:code-target on llama.cpp, where a step's Python alone costs more than a 1-token forward, the
 auto trees ran at 0.57-0.83x greedy; resting, 0.93x: a plain step in a tree-capable context and
 a probe opening most generations.) What the clock measured (the time beyond the model, a plain step's time), the probe
-wait and a rest under way are kept for the process per model pair, as AutoLength's are: a
-generation starts from what the last one measured, resting on until the last rest's steps' time
-is up, and then probes at its first step.
+wait and the steps of a rest that a generation had no room for are kept for the process per model
+pair: a generation starts from what the last one measured and rests through those steps first
+(counted in steps, not time: in the bench other rows' generations run in between, and a rest kept
+by wall time ended within one or two of this row's generations, each then opening with a probe and
+the draft's prefill of the prompt), then probes.
 """
 from __future__ import annotations
 
@@ -138,11 +140,13 @@ class AutoSize:
 
     def __init__(self, req, clock=time.perf_counter):
         self.target, self.draft, self.clock = req.target, req.draft, clock
+        self.new, self.end = req.max_new_tokens, len(req.prompt) + req.max_new_tokens  # the generation's length, end
         memo = costs.clock(req.target, "dyspec", req.draft)  # shared by the generations of this pair
         self.memo = memo
         self.seen: deque = memo.setdefault("beyond", deque(maxlen=RECENT))
         self.accepted, self.valued = 2.0, 2.0  # rho = accepted / valued, prior 1 worth 2 tokens
-        self._context = None
+        self._context = None  # the context length the curves were read at
+        self._at: int | None = None  # the context length at the last step's start
         self._t0, self._model, self._first = None, 0.0, True
         self._resting: tuple[float, int] | None = None  # (clock, steps) of the rest under way
         self._hopeless: tuple | None = None  # ((plain step, context), the h from which no tree pays)
@@ -159,7 +163,7 @@ class AutoSize:
         if self._t0 is not None and not self._first:  # the first step pays the draft's prefill
             self.seen.append(now - self._t0 - self._model)
         self._first = self._t0 is None
-        self._t0 = now
+        self._t0, self._at = now, context
         self._curves(context)
         h = self._beyond()
         self.rho = self.accepted / self.valued
@@ -218,23 +222,22 @@ class AutoSize:
         wait when the last tree, at the acceptance measured since, was expected to commit fewer
         tokens per second than plain steps (the wait doubles from PROBE_EVERY to PROBE_MAX while the
         probes after it do not pay either); else 0. A rest outlives its generation (kept for the
-        process like the step times): a generation starts resting until the last rest's steps'
-        time is up, and then its first step probes."""
+        process like the step times): the steps it had no room for are the next generations' first
+        ones (counted by their max_new_tokens; one that ends early at EOS counts in full), and then a
+        generation's first step probes."""
         tree, self._tree = self._tree, None
         if not self.seen or self._resting is not None:
             return 0
-        begun = self._context is not None  # a step has begun (start reads the curves)
-        self._curves(self._context if begun else costs.CONTEXT)
+        self._curves(self._context if self._context is not None else costs.CONTEXT)
         key = (self.memo.get("plain") or self.c[1], self._context)
-        if not begun:
-            since = self.memo.get("resting")
-            if since is None:
-                return 0
-            if self.clock() - since[0] >= since[1] * key[0]:
-                del self.memo["resting"]
-                return 0
-            self._resting = (self.clock(), since[1])
-            return since[1]
+        if self._at is None:  # the steps of a rest that the last generations began and did not finish
+            left = self.memo.pop("resting", 0)
+            if left <= 0:
+                return 0  # none: this generation probes at its first step
+            if left > self.new:
+                self.memo["resting"] = left - self.new  # it outlasts this generation too
+            self._resting = (self.clock(), left)
+            return left
         if self._hopeless is None or self._hopeless[0] != key:
             # a chain of n always-accepted nodes loses to plain steps when (1 + n) plain <= h + c(n + 1)
             # + its draft rounds; no n wins once h reaches the largest gap, computed once per key
@@ -255,7 +258,11 @@ class AutoSize:
                 return 0
             self.memo["wait"], steps = min(2 * wait, PROBE_MAX), wait
         self._resting, self._t0 = (self.clock(), steps), None
-        self.memo["resting"] = self._resting
+        beyond = steps - (self.end - self._at)  # the steps this generation has no room for
+        if beyond > 0:
+            self.memo["resting"] = beyond
+        else:
+            self.memo.pop("resting", None)
         return steps
 
 
