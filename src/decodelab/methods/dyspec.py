@@ -51,13 +51,13 @@ steps: PROBE_EVERY steps, twice as many after each probe that does not pay eithe
 PROBE_MAX), back to PROBE_EVERY after one that does. (The growth rule compares each node with the
 tree without it, never with a plain step, which skips drafting's fixed costs: on this host's
 zoo:code-target on llama.cpp, where a step's Python alone costs more than a 1-token forward, the
-auto trees ran at 0.57-0.83x greedy; resting, 0.93x: a plain step in a tree-capable context and
-a probe opening most generations.) What the clock measured (the time beyond the model, a plain step's time), the probe
-wait and the steps of a rest that a generation had no room for are kept for the process per model
-pair: a generation starts from what the last one measured and rests through those steps first
-(counted in steps, not time: in the bench other rows' generations run in between, and a rest kept
-by wall time ended within one or two of this row's generations, each then opening with a probe and
-the draft's prefill of the prompt), then probes.
+auto trees ran at 0.57-0.83x greedy; resting, 0.93x: a plain step in a tree-capable context
+costs more, and so do the probes.) What the clock measured (the time beyond the model, a plain
+step's time), the probe wait and the steps of a rest that a generation had no room for are kept
+for the process per model pair: a generation starts from what the last one measured and rests
+through those steps first (counted in steps, not time: in the bench other rows' generations run
+in between, and a rest kept by wall time ended within one or two of this row's generations, each
+then opening with a probe and the draft's prefill of the prompt), then probes.
 """
 from __future__ import annotations
 
