@@ -157,8 +157,7 @@ class AutoLength:
         self._probing = False  # that probe's step is under way
         self._waiting: list | None = None  # the idle count of the last step's kind, when it chose not to draft
         self._probed = False  # this step is an idle probe (its update reads it; `_probing` is a rest's probe)
-        self._begun = False  # a step has been taken (the first one's time is not kept)
-        self._steps = 0  # `length` calls so far
+        self._steps = 0  # `length` calls so far (the first ones' times are not kept)
         self._discounted = 0.0  # seconds of the step under way that are not its own (discount)
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
@@ -280,20 +279,19 @@ class AutoLength:
             now = self.clock()
             since = self.seen.setdefault(RESTING, now)
             if now - since >= PROBE_MAX * self._costs[1]:  # PROBE_MAX steps' time has passed: probe
+                if not self._steps:
+                    if self.per_token:
+                        # a draft model probes at a generation's start, where it prefills the prompt
+                        # anyway (mid-generation its probe would catch up on the whole context, which
+                        # costs and mis-times it): the drafted steps' times are forgotten and the
+                        # generation drafts as the curve and its plain steps' error say, timing them
+                        # again after its first UNTIMED steps. Without it, a process whose drafted
+                        # steps were once timed as hopeless (a busy minute) rested through every later
+                        # generation of fewer than PROBE_MAX tokens: a rest times nothing
+                        self._forget()
+                    return 0  # a draft-free drafter's first step is never timed: it probes at its second
                 if not self.per_token:
-                    if not self._begun:
-                        return 0  # a generation's first step is never timed: probe at its second
                     self._rested = True  # the next step probes
-                    return 0
-                if not self._begun:
-                    # a draft model probes at a generation's start, where it prefills the prompt anyway
-                    # (mid-generation its probe would catch up on the whole context, which costs and
-                    # mis-times it): the drafted steps' times are forgotten and the generation drafts
-                    # as the curve and its plain steps' error say, timing them again after its first
-                    # UNTIMED steps. Without it, a process whose drafted steps were once timed as
-                    # hopeless (a busy minute) rested through every later generation of fewer than
-                    # PROBE_MAX tokens: a rest times nothing
-                    self._forget()
                     return 0
         self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
@@ -308,7 +306,7 @@ class AutoLength:
         self._steps += 1
         # untimed: a generation's first step (it prefills the draft model, or forms a lookup's first
         # match), and with a draft model its first UNTIMED: they run slow after the prompt's prefills
-        first, self._begun, self._probing = self._steps <= (UNTIMED if self.per_token else 1), True, False
+        first, self._probing = self._steps <= (UNTIMED if self.per_token else 1), False
         if context is not None and abs(context - self.context) >= RECURVE:
             self.context = context
             if self._target_at:
