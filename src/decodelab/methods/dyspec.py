@@ -228,8 +228,6 @@ class AutoSize:
         tree, self._tree = self._tree, None
         if not self.seen or self._resting is not None:
             return 0
-        self._curves(self._context if self._context is not None else costs.CONTEXT)
-        key = (self.memo.get("plain") or self.c[1], self._context)
         if self._at is None:  # the steps of a rest that the last generations began and did not finish
             left = self.memo.pop("resting", 0)
             if left <= 0:
@@ -238,6 +236,7 @@ class AutoSize:
                 self.memo["resting"] = left - self.new  # it outlasts this generation too
             self._resting = (self.clock(), left)
             return left
+        key = (self.memo.get("plain") or self.c[1], self._context)  # start() has read the curves
         if self._hopeless is None or self._hopeless[0] != key:
             # a chain of n always-accepted nodes loses to plain steps when (1 + n) plain <= h + c(n + 1)
             # + its draft rounds; no n wins once h reaches the largest gap, computed once per key
