@@ -148,6 +148,16 @@ def test_zoo_greedy_equality_trained_and_untrained():
     assert memory_overhead(prompts.embeds, target.model) == pytest.approx(576 / 2557632)
 
 
+def test_zoo_large_target_with_its_trained_prompts():
+    """zoo:code-target-l's own prompts (zoo/heads/code-target-l-ppd) are found by name and their
+    guesses land, with greedy's output."""
+    target = decodelab.load("zoo:code-target-l")
+    prompt = target.tokenizer("def fibonacci(n):\n    ", add_special_tokens=False)["input_ids"]
+    assert equal_to_greedy("ppd", target, prompt, 48, budget=8).stats.tau > 1.0
+    prompts, cfg = load_prompts("code-target-l-ppd")
+    assert cfg["model"] == "zoo:code-target-l" and prompts.embeds.shape == (3, 576)
+
+
 def test_refusals(tmp_path, tiny_dirs):
     class NoEmbeds(ToyLM):
         capabilities = frozenset({"tree_mask", "batch", "rewind"})
