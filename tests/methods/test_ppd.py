@@ -14,7 +14,8 @@ from decodelab.errors import DecodeLabError
 from decodelab.methods.ppd import (Prompts, auto_budget, best_paths, build_tree, load_prompts, memory_overhead,
                                   save_prompts)
 from decodelab.models import ToyLM
-from methods.spec_helpers import check_converges, equal_to_greedy, one_thread, request  # noqa: F401
+from methods.spec_helpers import (check_converges, equal_to_greedy, one_thread,  # noqa: F401
+                                  planted_auto_tree, request)
 
 HAND = [[0.9, 0.05], [0.8, 0.1], [0.5, 0.1]]  # acc[depth][rank]
 
@@ -44,18 +45,29 @@ def test_build_tree_under_a_budget(budget, paths, prompts):
 def test_auto_budget_follows_the_forward_costs():
     """budget auto: the tree with the most expected tokens per second on the given forward costs.
     Where a forward costs the same for any number of tokens (memory-bound) the largest tree the
-    curve covers wins; where every token costs as much as the first, none pays beyond the root and
-    its prompt token; in between, the tree whose gain outruns its tokens' cost."""
+    curve covers wins; where every token costs as much as the first, no tree pays and the answer is
+    1, plain steps; in between, the tree whose gain outruns its tokens' cost."""
     prompts = Prompts(torch.zeros(3, 4), HAND, {})
     flat = [0.0] + [1.0] * 16
     assert auto_budget(prompts, 100, flat) == 16  # 16 tokens: p = 3, the three-deep chain (1.98)
     linear = [0.0] + [float(n) for n in range(1, 17)]
-    assert auto_budget(prompts, 100, linear) == 2  # (1 + E) / tokens never beats 1 / 2
+    assert auto_budget(prompts, 100, linear) == 1  # (1 + E) / tokens never beats a plain step's 1 / 1
     # a step costs 1 + 0.05 per token beyond the first: the 9-token tree (1 + 1.62 in 1.4) beats the
     # 16-token one (1 + 1.98 in 1.75) and the 4-token one (1 + 0.9 in 1.15)
     step = [0.0] + [1.0 + 0.05 * (n - 1) for n in range(1, 17)]
     assert auto_budget(prompts, 100, step) == 9
     assert build_tree(HAND, 9)["tokens"] == 9
+
+
+def test_auto_takes_plain_steps_where_no_tree_pays(monkeypatch):
+    """On a curve where every token costs as much as the first, budget auto forwards no prompt
+    tokens (one target token scored per committed token) and keeps greedy's output; on a flat one
+    it drafts."""
+    linear = [0.0] + [float(n) for n in range(1, 17)]
+    scored, steps = planted_auto_tree("ppd", linear, monkeypatch, embeddings="init")
+    assert scored == steps == 40
+    scored, steps = planted_auto_tree("ppd", [0.0] + [1.0] * 16, monkeypatch, embeddings="init")
+    assert scored > 4 * steps
 
 
 def _cycle_toy(scale: float = 6.0) -> ToyLM:

@@ -19,9 +19,12 @@ embeddings; other budgets are built from the stored table the same way. budget =
 default) takes, once per generation, the tree whose expected tokens per step (1 + its expected
 accepted length) over the target's measured forward cost for its tokens (models/costs.py, at the
 prompt's length) is highest: the paper's hardware-aware choice, made on this machine's measured
-curve. Its trees are sized for a GPU, where extra tokens are almost free; on a CPU, where a
+curve; or plain steps, with no prompt tokens forwarded, when no tree is expected to beat a plain
+step. Its trees are sized for a GPU, where extra tokens are almost free; on a CPU, where a
 forward's cost grows with its tokens, they lose (zoo:code-target on torch: budgets 4 / 8 / 12 / 16
-ran at 0.94 / 1.09 / 1.00 / 1.06x greedy on HumanEval in one run; 12 was the default).
+ran at 0.94 / 1.09 / 1.00 / 1.06x greedy on HumanEval in one run; 12 was the default). On an AMD
+EPYC host (2026-12-05) budget 8 ran at 0.82-0.87x greedy on zoo:code-target and budgets 4 to 16 at
+0.73-0.84x on zoo:code-target-l with its own prompts; the auto, which took a tree there, now rests.
 Verification: greedy (the output equals the target's greedy output) or exact recursive rejection
 sampling with the guesses as deterministic drafts (q = None): lossless in both modes.
 
@@ -231,8 +234,9 @@ def tree_for(prompts: Prompts, budget: int, vocab_size: int) -> dict:
 def auto_budget(prompts: Prompts, vocab_size: int, cost: list[float]) -> int:
     """The budget whose tree commits the most tokens per second: argmax of (1 + expected accepted
     length) / cost[tokens per forward], over the budgets whose trees the curve covers (cost[n]:
-    seconds of an n-token forward; the smallest budget on ties)."""
-    best, best_rate = 2, 0.0
+    seconds of an n-token forward; the smallest budget on ties), or 1, plain steps (one token in
+    cost[1]), when no tree is expected to beat them."""
+    best, best_rate = 1, 1.0 / cost[1]
     for budget in range(2, len(cost)):
         spec = tree_for(prompts, budget, vocab_size)
         if spec["tokens"] >= len(cost):
@@ -268,6 +272,23 @@ class PromptDrafter:
         self.guesses = rows.topk(min(self.k, rows.shape[-1]), dim=-1).indices
 
 
+class PlainSteps:
+    """budget auto's answer where no tree is expected to pay: every step a plain one (the loop's
+    rests), with no prompt tokens forwarded."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def rest(self) -> int:
+        return self.steps
+
+    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
+        return Draft(TokenTree.chain([int(ctx[-1])]))
+
+    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
+        pass
+
+
 @register("ppd", family="speculative", config=PPDConfig, lossless="sampling", needs=("tree_mask", "embeds"),
           budget=lambda b, given: {"budget": b})
 def run(req, config: PPDConfig):
@@ -275,4 +296,6 @@ def run(req, config: PPDConfig):
     budget = config.budget
     if budget is None:
         budget = auto_budget(prompts, req.target.vocab_size, costs.curve(req.target, context=len(req.prompt)))
+        if budget == 1:
+            return speculative.decode(req, PlainSteps(req.max_new_tokens))
     return speculative.decode(req, PromptDrafter(prompts, budget, req.target.vocab_size))
