@@ -588,3 +588,41 @@ def test_a_draft_models_catching_up_is_not_charged_to_its_step():
     auto.length(1)
     assert list(auto.seen[1]) == pytest.approx([0.25, 0.25, 0.25])
 
+
+
+def test_drafting_rests_when_its_timed_steps_lose_to_plain_ones(monkeypatch):
+    """Paid: where the model keeps choosing to draft (here best_length is made to say 4 whatever
+    the costs) but the drafted steps, as timed, commit fewer tokens per second than plain steps,
+    the auto takes PROBE_EVERY plain steps once PAID_STEPS drafted steps are timed, then drafts again
+    and, losing again, rests twice as long; a rest cut short by the generation's end is taken up by
+    the next generation that shares the step times, for what is left of it by the clock; drafted
+    steps that pay never rest."""
+    from decodelab.core import costs as core_costs
+    from decodelab.core.costs import PAID_STEPS
+
+    monkeypatch.setattr(core_costs, "best_length", lambda *a, **k: 4)
+    now, seen = [0.0], {}
+
+    def steps(auto, n, seconds, accepted):  # n drafted steps of `seconds` each; -> the rest asked after the last
+        for _ in range(n):
+            assert auto.length(8) == 4
+            now[0] += seconds
+            auto.update(4, accepted)
+            rest = auto.rest()
+        return rest
+
+    paying = AutoLength(LINEAR, clock=lambda: now[0], seen={})
+    assert steps(paying, 40, 2.0, 4) == 0  # 5 tokens in 2 s against a plain step's 1 in 1 s
+    auto = AutoLength(LINEAR, clock=lambda: now[0], seen=seen)
+    assert steps(auto, PAID_STEPS + 1, 4.0, 0) == 0  # 1 token in 4 s: the first step is never timed
+    assert auto.length(8) == 0  # the window is full: this step is a plain one, and then a rest
+    now[0] += 1.0
+    assert auto.rest() == PROBE_EVERY
+    now[0] += PROBE_EVERY * 1.0
+    assert steps(auto, 1, 4.0, 0) == 0  # drafts again; that step is timed at the next call
+    assert auto.length(8) == 0
+    now[0] += 1.0
+    assert auto.rest() == 2 * PROBE_EVERY
+    now[0] += 5.0  # the generation ends 5 plain steps into its rest
+    nxt = AutoLength(LINEAR, clock=lambda: now[0], seen=seen)
+    assert nxt.rest() == 2 * PROBE_EVERY - 5

@@ -34,6 +34,14 @@ without asking it: on a small llama.cpp model the asking costs as much as a tent
 then a probe measures the costs again. A drafter whose steps all offer one kind of draft (sps) also
 rests between its probes while its measured acceptance makes drafting not pay (`rest(idle=True)`):
 nothing is verified in between, so its choice could not change.
+
+Both estimates can be wrong in drafting's favour (acceptance carried from a generation that
+accepted everything, optimistic depth rates, a forward whose cost grows faster with its tokens in
+a generation than on the curve), so what the drafted steps realized is checked too (Paid): when the
+last PAID_STEPS timed drafted steps committed fewer tokens per second than plain steps take, the
+auto takes PROBE_EVERY plain steps, then drafts as the model says, and rests twice as long each
+time its drafted steps lose again (up to PROBE_MAX; back to PROBE_EVERY once they pay). A rest that
+a generation's end cuts short is finished by the next generations, by the clock.
 """
 from __future__ import annotations
 
@@ -54,6 +62,38 @@ RECOST = 8  # calls between recomputations of the clock-corrected curve
 UNTIMED = 4  # a draft model's first steps of a generation, not timed: they run slow after the prompt's
 # prefills (sps on zoo:code-target on torch, gamma 2: its 2nd to 4th steps 0.7, 0.3 and 0.25 ms over the later ones)
 RESTING = "resting since"  # the key in `seen` of the clock time the current hopeless rest began
+PAID = "paid"  # the key in `seen` of what the drafted steps realized (Paid)
+PAID_STEPS = 8  # the drafted steps whose realized rate is judged
+
+
+class Paid:
+    """What drafting realized: the last PAID_STEPS timed drafted steps' (tokens committed, seconds),
+    a generation's first steps and probes left out, and the plain steps to take when they committed
+    fewer tokens per second than plain steps would have (PROBE_EVERY, doubling up to PROBE_MAX while
+    each judgement after a rest finds them losing again, back to PROBE_EVERY once they pay)."""
+
+    def __init__(self):
+        self.steps: deque = deque(maxlen=PAID_STEPS)
+        self.fresh = 0  # steps added since the last judgement that found them losing
+        self.wait = PROBE_EVERY
+        self.until = 0.0  # the clock by which the last rest's plain steps would be taken (0: they were)
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.steps.append((tokens, seconds))
+        self.fresh += 1
+
+    def rest(self, plain: float) -> int:
+        """Plain steps to take now (0: go on drafting), `plain` the seconds of a plain step. Judged on
+        a full window, and after a losing judgement not again before a drafted step is added."""
+        steps = list(self.steps)  # a snapshot: generations in other threads may add to it
+        if len(steps) < PAID_STEPS or not self.fresh:
+            return 0
+        if sum(t for t, _ in steps) * plain >= sum(x for _, x in steps):
+            self.wait = PROBE_EVERY
+            return 0
+        self.fresh, wait = 0, self.wait
+        self.wait = min(2 * wait, PROBE_MAX)
+        return wait
 
 
 def expected_tokens(a, g: int) -> float:
@@ -159,6 +199,10 @@ class AutoLength:
         self._probed = False  # this step is an idle probe (its update reads it; `_probing` is a rest's probe)
         self._steps = 0  # `length` calls so far (the first ones' times are not kept)
         self._discounted = 0.0  # seconds of the step under way that are not its own (discount)
+        self._committed = 1  # tokens the last verified step committed (update)
+        self._owed = 0  # plain steps that the realized rate has called for (Paid), for rest() to take
+        self._timed_probe = False  # the step under way is a probe (Paid leaves it out)
+        self._paid_resting = False  # a rest that Paid called for is under way
         # (clock at the last call, length chosen, first call?, a change of length?)
         self._last: tuple[float, int, bool, bool] | None = None
 
@@ -200,7 +244,7 @@ class AutoLength:
         without a draft skips drafting and verifying, so its error is its own; none seen yet: 0,
         the bare curve, which makes an unmeasured plain step look at least as cheap as it is)."""
         # a snapshot: `seen` may be shared with generations running in other threads (the server's)
-        seen = [(g, e) for g, e in list(self.seen.items()) if g != RESTING and g + 1 < len(self.target)]
+        seen = [(g, e) for g, e in list(self.seen.items()) if isinstance(g, int) and g + 1 < len(self.target)]
         # a length timed once (a tree tried in a generation's first steps, with a cold matrix) would
         # fix the fitted per-token cost for good: drafting may look hopeless, and a rest times nothing
         # (aded on zoo:code-target on llama.cpp rested through every generation of a process that
@@ -253,6 +297,18 @@ class AutoLength:
         step's match may be a longer one, worth drafting)."""
         if self._costs is None:  # before the first step: the curve alone (and any step times kept in `seen`)
             self._corrected()
+        paid = self.seen.get(PAID)
+        if not self._steps and paid is not None and paid.until and self.clock is not None:
+            # a rest that a generation before this one began and did not finish: what is left of it
+            # by the clock (as a hopeless rest's end, RESTING; another generation's steps may have
+            # passed in between)
+            self._owed = max(math.ceil((paid.until - self.clock()) / self._costs[1]), 0)
+        if self._owed:  # the drafted steps lost to plain ones, as timed (Paid): the step just taken is timed
+            steps, self._owed, self._paid_resting = self._owed, 0, True
+            self._tick()
+            self._last, self._waiting = (None, 0, False, False), None
+            self.seen[PAID].until = self.clock() + steps * self._costs[1]
+            return steps
         if self._rested or self._probing:
             return 0
         if self._hopeless is None:  # once per recomputation of the costs
@@ -303,6 +359,8 @@ class AutoLength:
         prev = self._last[1] if self._last is not None else None
         self._probed = False
         self._tick()
+        if self._paid_resting:  # this generation took the whole rest
+            self._paid_resting, self.seen[PAID].until = False, 0.0
         self._steps += 1
         # untimed: a generation's first step (it prefills the draft model, or forms a lookup's first
         # match), and with a draft model its first UNTIMED: they run slow after the prompt's prefills
@@ -344,7 +402,16 @@ class AutoLength:
                     idle[1] = PROBE_MAX
         elif g:
             idle[0], idle[1], self._rested = 0, PROBE_EVERY, False
-        self._waiting = idle if g == 0 and max_len > 0 else None
+        if g and not (self._probed or self._probing) and self.clock is not None:
+            # the model chose to draft: has drafting paid, as timed? (the curve and the acceptance
+            # estimates can both be wrong in its favour: token_recycling on zoo:code-target on
+            # llama.cpp on an AMD EPYC host drafted 6-node trees that a step's Python and a forward
+            # whose cost grows 6x from 1 to 7 tokens made lose, at 0.76x greedy)
+            self._owed = self.seen.setdefault(PAID, Paid()).rest(costs[1])
+            if self._owed:
+                g = 0
+        self._waiting = idle if g == 0 and max_len > 0 and not self._owed else None
+        self._timed_probe = self._probed or self._probing
         self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
 
@@ -380,7 +447,10 @@ class AutoLength:
             return
         # the step's error against the curve at the context it ran at (errors carry over from one
         # context, and one generation, to the next better than times do)
-        err = self.clock() - t0 - discounted - (self.switch if switched else 0.0) - self.model(g0)
+        took = self.clock() - t0 - discounted
+        err = took - (self.switch if switched else 0.0) - self.model(g0)
+        if g0 > 0 and not was_first and not self._timed_probe:  # what drafting realized, switch and all
+            self.seen.setdefault(PAID, Paid()).add(self._committed, took)
         if not was_first and g0 + 1 < len(self.target):  # the first step also pays the draft's catching up on the prompt
             if self._probing and not self.per_token:
                 # a rest's probe: the drafted steps' times that made every draft hopeless are at
@@ -391,7 +461,7 @@ class AutoLength:
 
     def _forget(self) -> None:
         """Drop the drafted steps' times and the current rest (costs are worked out again)."""
-        for g in [k for k in list(self.seen) if k != RESTING and k > 0]:
+        for g in [k for k in list(self.seen) if isinstance(k, int) and k > 0]:
             self.seen.pop(g, None)
         self.seen.pop(RESTING, None)
         self._costs = None
@@ -405,6 +475,7 @@ class AutoLength:
 
     def update(self, drafted: int, accepted: int, key=None) -> None:
         """A verified step: `accepted` of `drafted` positions, the rest cut at the first rejection."""
+        self._committed = accepted + 1
         if drafted <= 0:
             return
         c = self.counts.setdefault(key, [PRIOR_ACCEPT, PRIOR_REJECT])
