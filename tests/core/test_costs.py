@@ -596,7 +596,7 @@ def test_drafting_rests_when_its_timed_steps_lose_to_plain_ones(monkeypatch):
     the auto takes PROBE_EVERY plain steps once PAID_STEPS drafted steps are timed, then drafts again
     and, losing again, rests twice as long; a rest cut short by the generation's end is taken up by
     the next generation that shares the step times, for what is left of it by the clock; drafted
-    steps that pay never rest."""
+    steps that pay, or lose by less than PAID_SHARE, never rest."""
     from decodelab.core import costs as core_costs
     from decodelab.core.costs import PAID_STEPS
 
@@ -613,6 +613,8 @@ def test_drafting_rests_when_its_timed_steps_lose_to_plain_ones(monkeypatch):
 
     paying = AutoLength(LINEAR, clock=lambda: now[0], seen={})
     assert steps(paying, 40, 2.0, 4) == 0  # 5 tokens in 2 s against a plain step's 1 in 1 s
+    close = AutoLength(LINEAR, clock=lambda: now[0], seen={})
+    assert steps(close, 40, 1.5, 0) == 0  # 1 token in 1.5 s: within PAID_SHARE, the model's call
     auto = AutoLength(LINEAR, clock=lambda: now[0], seen=seen)
     assert steps(auto, PAID_STEPS + 1, 4.0, 0) == 0  # 1 token in 4 s: the first step is never timed
     assert auto.length(8) == 0  # the window is full: this step is a plain one, and then a rest
