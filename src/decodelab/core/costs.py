@@ -415,8 +415,8 @@ class AutoLength:
             # whose cost grows 6x from 1 to 7 tokens made lose, at 0.76x greedy)
             paid = self.seen.get(PAID)  # kept once a drafted step was timed
             self._owed = paid.rest(costs[1]) if paid is not None else 0
-            if self._owed:
-                g = 0
+            if self._owed:  # a plain step, then the rest: a probe it replaces is not one
+                g, self._probed, self._probing = 0, False, False
         self._waiting = idle if g == 0 and max_len > 0 and not self._owed else None
         self._last = (self.clock() if self.clock is not None else 0.0, g, first, prev is not None and g != prev)
         return g
