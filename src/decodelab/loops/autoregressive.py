@@ -10,9 +10,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..core.sampling import check_finite, greedy_ids
+from ..core.sampling import check_finite, greedy_ids, sample
 from ..models.base import forward_one
-from .common import emit, start
+from .common import emit, processor, start
 
 
 def decode(req, pick: Callable[[torch.Tensor, list[int]], int] | None = None) -> Iterator[list[int]]:
@@ -34,3 +34,12 @@ def decode(req, pick: Callable[[torch.Tensor, list[int]], int] | None = None) ->
         yield out
         if done:
             return
+
+
+def plain(req) -> Iterator[list[int]]:
+    """The request's plain decoding, for a method that drafts or changes nothing: greedy, or draws
+    from the processed distribution (the sample method's) when the request samples."""
+    if req.greedy:
+        return decode(req)
+    probs = processor(req)
+    return decode(req, lambda logits, ctx: int(sample(probs(logits, ctx), req.rng)))

@@ -45,10 +45,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.sampling import sample
 from ..errors import DecodeLabError
 from ..loops import autoregressive
-from ..loops.common import processor
 from ..options import Options, option
 from ..registry import register
 from ..models.base import Step
@@ -209,7 +207,4 @@ def run(req, config: FiRSTConfig):
     if forced and max(forced) >= len(routers.bias):
         raise DecodeLabError(f"first: cannot skip layer {max(forced)}: the target has {len(routers.bias)} decoder layers")
     req = dataclasses.replace(req, target=Routed(req.target, routers, config.threshold, len(req.prompt), forced))
-    if req.greedy:
-        return autoregressive.decode(req)
-    probs = processor(req)
-    return autoregressive.decode(req, lambda logits, ctx: int(sample(probs(logits, ctx), req.rng)))
+    return autoregressive.plain(req)

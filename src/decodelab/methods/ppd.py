@@ -50,7 +50,7 @@ import torch
 from ..core.templates import TreeTemplate
 from ..core.tree import Draft, ExtraNodes, TokenTree
 from ..errors import DecodeLabError
-from ..loops import speculative
+from ..loops import autoregressive, speculative
 from ..models import costs
 from ..options import Options, option
 from ..registry import register
@@ -272,23 +272,6 @@ class PromptDrafter:
         self.guesses = rows.topk(min(self.k, rows.shape[-1]), dim=-1).indices
 
 
-class PlainSteps:
-    """budget auto's answer where no tree is expected to pay: every step a plain one (the loop's
-    rests), with no prompt tokens forwarded."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def rest(self) -> int:
-        return self.steps
-
-    def propose(self, ctx: torch.Tensor, max_depth: int) -> Draft:
-        return Draft(TokenTree.chain([int(ctx[-1])]))
-
-    def observe(self, draft: Draft, path: list[int], logits: torch.Tensor) -> None:
-        pass
-
-
 @register("ppd", family="speculative", config=PPDConfig, lossless="sampling", needs=("tree_mask", "embeds"),
           budget=lambda b, given: {"budget": b})
 def run(req, config: PPDConfig):
@@ -297,5 +280,5 @@ def run(req, config: PPDConfig):
     if budget is None:
         budget = auto_budget(prompts, req.target.vocab_size, costs.curve(req.target, context=len(req.prompt)))
         if budget == 1:
-            return speculative.decode(req, PlainSteps(req.max_new_tokens))
+            return autoregressive.plain(req)  # no prompt tokens forwarded: plain steps
     return speculative.decode(req, PromptDrafter(prompts, budget, req.target.vocab_size))
