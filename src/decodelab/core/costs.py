@@ -303,12 +303,11 @@ class AutoLength:
         step's match may be a longer one, worth drafting)."""
         if self._costs is None:  # before the first step: the curve alone (and any step times kept in `seen`)
             self._corrected()
-        paid = self.seen.get(PAID)
-        if not self._steps and paid is not None and paid.until and self.clock is not None:
+        if not self._steps and self.clock is not None and getattr(self.seen.get(PAID), "until", 0.0):
             # a rest that a generation before this one began and did not finish: what is left of it
             # by the clock (as a hopeless rest's end, RESTING; another generation's steps may have
             # passed in between)
-            self._owed = max(math.ceil((paid.until - self.clock()) / self._costs[1]), 0)
+            self._owed = max(math.ceil((self.seen[PAID].until - self.clock()) / self._costs[1]), 0)
         if self._owed:  # the drafted steps lost to plain ones, as timed (Paid): the step just taken is timed
             steps, self._owed, self._paid_resting, plain = self._owed, 0, True, self._costs[1]
             self._tick()
