@@ -304,3 +304,22 @@ def test_generate_sizes_the_context_by_the_method(zoo_models, monkeypatch):
     decodelab.generate(lm, "def f(", "greedy", max_new_tokens=4)
     decodelab.generate(lm, "def f(", "token_recycling", max_new_tokens=4, template="top4")  # auto: its cost curve makes a context too
     assert made == [False, True]
+
+
+def test_a_cost_curve_is_cached_per_llama_cpp_build(tmp_path, monkeypatch, zoo_gguf):
+    """The llama.cpp build is part of the weights' cache key: a cost curve cached under one build is
+    read by the next process on it, and measured again under another (another llama-cpp-python
+    version, or the same compiled with other flags, runs its forwards at other costs)."""
+    from decodelab.models import costs, llamacpp
+
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path))
+    measured = []
+    # 1e-9 s: no real forward runs faster, so the cached curve is never measured again as "quieter"
+    monkeypatch.setattr(costs, "measure", lambda lm, n: measured.append(n) or {"seconds": [0.0] + [1e-9] * n})
+    assert llamacpp.build().startswith("llama-cpp-python ") and llamacpp.build() == llamacpp.build()
+    costs.curve(LlamaCppLM(zoo_gguf["code-draft"]), n_max=4)
+    costs.curve(LlamaCppLM(zoo_gguf["code-draft"]), n_max=4)
+    assert measured == [4]
+    monkeypatch.setattr(llamacpp, "build", lambda: "llama-cpp-python 0.3.36 another-build")
+    costs.curve(LlamaCppLM(zoo_gguf["code-draft"]), n_max=4)
+    assert measured == [4, 4] and len(list((tmp_path / "costs").glob("*.json"))) == 2

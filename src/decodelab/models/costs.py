@@ -18,9 +18,10 @@ in blocks of 256 cells: code-target's 1-token forward costs 0.42 ms after 64-250
 after 258-510 and 0.78 ms after 520; torch: 1), between the two (extrapolating past FAR; never
 below the short curve).
 
-Measured once per (adapter kind, weights, dtype, device, threads, host CPU) and cached twice: on the adapter
-(`costs`, a dict its fresh() copies share) and on disk under $DECODELAB_CACHE (default
-~/.cache/decodelab)/costs/, so later processes skip the measurement. Each point is the fastest of
+Measured once per (adapter kind, weights, dtype, device, threads, host CPU; on llama.cpp also the
+build, models/llamacpp.build) and cached twice: on the adapter (`costs`, a dict its fresh() copies
+share) and on disk under $DECODELAB_CACHE (default ~/.cache/decodelab)/costs/, so later processes
+skip the measurement. Each point is the fastest of
 REPEATS forwards, the lengths interleaved: the machine's other work only ever adds time, and a
 curve cached from a busy minute would steer every later run (a median of 5 had cached
 zoo:code-target's 1-token forward at 0.8 ms, against 0.45 ms measured quiet; on this shared

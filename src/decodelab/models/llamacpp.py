@@ -44,6 +44,8 @@ bench's --threads sets it).
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
 import os
 import sys
 import weakref
@@ -77,6 +79,20 @@ def _lib():
     return llama_cpp
 
 
+@functools.cache
+def build() -> str:
+    """The llama.cpp build this process runs: llama-cpp-python's version and a digest of its
+    shared libraries (names, sizes, times). A forward's cost depends on the build, not only on the
+    weights and the CPU: another version, or the same one compiled with other flags, has another
+    cost curve, so a curve cached under one build is not read under another (models/costs.py)."""
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    files = sorted(f for f in lib.glob("*") if f.is_file()) if lib.is_dir() else []
+    text = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return f"llama-cpp-python {llama_cpp.__version__} {hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
 def _errors_only(level: int, text: bytes, user_data) -> None:
     """llama.cpp's log, errors only (its loading chatter and warnings would bury our output)."""
     if level != _CONT:
@@ -104,7 +120,8 @@ class _Weights:
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.ptr)
         self.costs: dict = {}  # forward cost curves (models/costs.py) of every adapter on these weights
         st = path.stat()
-        self.key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"  # the file as loaded, for on-disk caches
+        # the file as loaded and the llama.cpp build that runs it, for on-disk caches (cost curves)
+        self.key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{build()}"
 
     def context(self, cells: int, threads: int, trees: bool) -> "_Context":
         """An idle context of `cells` cells (with tree room or not) from the pool, or a new one (the
