@@ -21,18 +21,17 @@ below the short curve).
 Measured once per (adapter kind, weights, dtype, device, threads, host CPU; on llama.cpp also the
 build, models/llamacpp.build) and cached twice: on the adapter (`costs`, a dict its fresh() copies
 share) and on disk under $DECODELAB_CACHE (default ~/.cache/decodelab)/costs/, so later processes
-skip the measurement. Each point is the fastest of
-REPEATS forwards, the lengths interleaved: the machine's other work only ever adds time, and a
-curve cached from a busy minute would steer every later run (a median of 5 had cached
-zoo:code-target's 1-token forward at 0.8 ms, against 0.45 ms measured quiet; on this shared
-machine a whole second of measuring can run 2x slow). So a process that reads a cached curve
-first measures the 1-token point again: when it runs more than QUIETER faster than the curve says,
-the curve is measured again and the faster of the two kept at every point. The host CPU (`host()`:
-its model name, instruction set and cache sizes) is part of the key: a cache directory outlives the
-machine it was measured on (a home directory moved to another host, a container image), and the
-faster-of-two merge would otherwise mix two machines' curves (seen here: zoo:code-target-l's 105 MB
-of weights stream from memory on a host with a 32 MB last-level cache and stay in the 480 MB one of
-another, and the two curves differ in shape, not by a factor).
+skip the measurement. Each point is the fastest of REPEATS forwards, the lengths interleaved: the
+machine's other work only ever adds time, and a curve cached from a busy minute would steer every
+later run (a median of 5 had cached zoo:code-target's 1-token forward at 0.8 ms, against 0.45 ms
+measured quiet; on this shared machine a whole second of measuring can run 2x slow). So a process
+that reads a cached curve first measures the 1-token point again: when it runs more than QUIETER
+faster than the curve says, the curve is measured again and the faster of the two kept at every
+point. The host CPU (`host()`: its model name, instruction set and cache sizes) is part of the key:
+a cache directory outlives the machine it was measured on (a home directory moved to another host, a
+container image), and the faster-of-two merge would otherwise mix two machines' curves (seen here:
+zoo:code-target-l's 105 MB of weights stream from memory on a host with a 32 MB last-level cache and
+stay in the 480 MB one of another, and the two curves differ in shape, not by a factor).
 
 Shape switches. llama.cpp reuses its compute graph between forwards of one shape and rebuilds it
 when the number of tokens changes: zoo:code-target's 1-token forward costs 0.35-0.45 ms in a run
