@@ -81,13 +81,16 @@ def _lib():
 
 @functools.cache
 def build() -> str:
-    """The llama.cpp build this process runs: llama-cpp-python's version and a digest of its
-    shared libraries (names, sizes, times). A forward's cost depends on the build, not only on the
-    weights and the CPU: another version, or the same one compiled with other flags, has another
-    cost curve, so a curve cached under one build is not read under another (models/costs.py)."""
+    """The llama.cpp build this process runs: llama-cpp-python's version and a digest of the shared
+    libraries beside the one it loaded (names, sizes, times). A forward's cost depends on the build,
+    not only on the weights and the CPU: another version, or the same one compiled with other flags,
+    has another cost curve, so a curve cached under one build is not read under another
+    (models/costs.py)."""
     import llama_cpp
 
-    lib = Path(llama_cpp.__file__).parent / "lib"
+    # the directory of the library loaded, which LLAMA_CPP_LIB_PATH may move out of the package
+    loaded = getattr(getattr(llama_cpp.llama_cpp, "_lib", None), "_name", None)
+    lib = Path(loaded).parent if loaded else Path(llama_cpp.__file__).parent / "lib"
     files = sorted(f for f in lib.glob("*") if f.is_file()) if lib.is_dir() else []
     text = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     return f"llama-cpp-python {llama_cpp.__version__} {hashlib.sha256(text.encode()).hexdigest()[:12]}"
