@@ -37,8 +37,9 @@ def decode(req, pick: Callable[[torch.Tensor, list[int]], int] | None = None) ->
 
 
 def plain(req) -> Iterator[list[int]]:
-    """The request's plain decoding, for a method that drafts or changes nothing: greedy, or draws
-    from the processed distribution (the sample method's) when the request samples."""
+    """The request's plain decoding: greedy, or draws from the processed distribution (the sampler
+    chain) when the request samples. The sample method is its sampling half; methods that draft or
+    change nothing for a request decode through it too."""
     if req.greedy:
         return decode(req)
     probs = processor(req)

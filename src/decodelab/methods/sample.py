@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.sampling import sample
 from ..loops import autoregressive
-from ..loops.common import processor
 from ..options import Options
 from ..registry import register
 
@@ -20,5 +18,4 @@ class SampleConfig(Options):
 @register("sample", family="autoregressive", config=SampleConfig, lossless="sampling", modes=("sample",),
           history=True)
 def run(req, config: SampleConfig):
-    probs = processor(req)
-    return autoregressive.decode(req, lambda logits, ctx: int(sample(probs(logits, ctx), req.rng)))
+    return autoregressive.plain(req)  # modes ("sample",): do_sample is on, so plain() draws from the chain
