@@ -18,7 +18,8 @@ the draft model's chain is the better draft exactly where lookup's are poor.
 Deviations from the paper and its reference code (hyx1999/SAM-Decoding): (1) the longest match is
 found by pld's n-gram index (methods/pld.py, NgramIndex) up to max_ngram tokens, not by a suffix
 automaton: the same longest match up to max_ngram, in O(max_ngram) a step; (2) there is no static
-text base (the reference's second automaton over a corpus), only the prompt and the generation;
+text base (the reference's second automaton over a corpus), only the prompt and the generation (one
+over the zoo corpus was built and timed, and did not pay: docs/llamacpp.md);
 (3) the auxiliary drafter is a draft model's chain, where the reference uses EAGLE or Token
 Recycling; (4) len_threshold defaults to 2, not 4, and the copied draft's length is auto, not
 n_predicts = 10 (both measured on zoo:code-target-l on the llama.cpp backend, docs/llamacpp.md).
