@@ -84,6 +84,10 @@ def test_rows_peers_and_counts(tiny_dirs):
     assert _row(res, "sample")["quality"] is not None and not _row(res, "sample")["claims_greedy_equality"]
     assert g["speedup_vs_greedy"]["median"] == 1.0 and g["speedup_vs_hf_greedy"]["median"] > 0
     json.dumps(res)  # the whole document is JSON
+    from decodelab.bench import report
+
+    (answer,) = [x for x in report.markdown(res).splitlines() if x.startswith("**Fastest here**")]
+    assert "with our greedy's output on every prompt: `" in answer and "With another output: `sample` at " in answer
 
 
 def test_planted_divergent_method_is_a_failure_row(tiny_dirs, planted):

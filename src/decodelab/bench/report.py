@@ -135,6 +135,7 @@ def markdown(results: dict) -> str:
                  if r.get("speedup_vs_peer")]
         lines += ["", "vs the peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
+        lines += ["", *answer(rows)]
         lines.append("")
         lines += text_section(rows, also_greedy=texts)
     if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
@@ -153,10 +154,58 @@ def markdown(results: dict) -> str:
               "with our greedy, llama.cpp's and CTranslate2's greedy vs our greedy, llama.cpp's prompt lookup vs "
               "its greedy); "
               "quality: perplexity of the generated tokens under the target (ppl), task accuracy (acc) or the share "
-              "of outputs satisfying the workload's checker (sat), Δ vs our greedy.", ""]
+              "of outputs satisfying the workload's checker (sat), Δ vs our greedy; fastest here: the rows with the "
+              "highest median x greedy among those whose output was our greedy's on every prompt (exact against "
+              "their reference row, down to our greedy) and among those with another output.", ""]
     from . import compute
 
     return "\n".join(lines + compute.markdown(results))
+
+
+def _speed(row: dict) -> float:
+    return (row.get("speedup_vs_greedy") or {}).get("median") or 0.0
+
+
+def _keeps_greedy(row: dict, by_name: dict) -> bool:
+    """Whether the row's output was our greedy's on every prompt: exact against its reference row,
+    and that row against its own, down to our greedy."""
+    seen = set()
+    while row["row"] != "greedy":
+        em = row.get("exact_match")
+        if not row.get("claims_greedy_equality") or em is None or em["rate"] < 1.0 or row["row"] in seen:
+            return False
+        seen.add(row["row"])
+        row = by_name.get(row.get("exact_match_ref"))
+        if row is None:
+            return False
+    return True
+
+
+def answer(rows: list[dict]) -> list[str]:
+    """The cell's answer to the bench's question: the fastest rows whose output is our greedy's on
+    every prompt, and the fastest whose output is not, with its quality."""
+    by_name = {r["row"]: r for r in rows}
+    ok = [r for r in rows if r["status"] == "ok" and _speed(r)]
+    same = sorted((r for r in ok if _keeps_greedy(r, by_name)), key=_speed, reverse=True)
+    other = sorted((r for r in ok if not _keeps_greedy(r, by_name) and r.get("quality") is not None),
+                   key=_speed, reverse=True)
+    if not same and not other:
+        return []
+
+    def speed(r, spread: bool = True):
+        s, llama = r["speedup_vs_greedy"], (r.get("speedup_vs_llamacpp_greedy") or {}).get("median")
+        notes = ([f"IQR {s['q25']:.2f}-{s['q75']:.2f}"] if spread and s.get("q25") is not None else []) + \
+            ([f"{llama:.2f}x llama.cpp's greedy"] if llama and r["row"] != "llamacpp:greedy" else [])
+        return f"{s['median']:.2f}x our greedy" + (f" ({'; '.join(notes)})" if notes else "")
+
+    text = "**Fastest here**"
+    if same:
+        text += f" with our greedy's output on every prompt: `{same[0]['row']}` at {speed(same[0])}"
+        text += f", then `{same[1]['row']}` at {speed(same[1], False)}." if len(same) > 1 else "."
+    if other:
+        text += (" With" if same else " with") + f" another output: `{other[0]['row']}` at {speed(other[0])}, " \
+            f"{_quality(other[0])}."
+    return [text]
 
 
 TEXT_COLUMNS = ("row", "x greedy [IQR]", "ppl", "surprise (bits)", "distinct-1/2/3", "across k: distinct-1/2/3 (k)",
