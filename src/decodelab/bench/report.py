@@ -135,7 +135,8 @@ def markdown(results: dict) -> str:
                  if r.get("speedup_vs_peer")]
         lines += ["", "vs the peer doing the same job (per-prompt speed ratio, median [IQR]): "
                   + "; ".join(pairs)] if pairs else []
-        lines += ["", *answer(rows)]
+        said = answer(rows)
+        lines += ["", *said] if said else []
         lines.append("")
         lines += text_section(rows, also_greedy=texts)
     if all(r.get("diffusion") for r in results["rows"]):  # the legend below is for causal tables
