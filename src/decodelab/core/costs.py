@@ -310,8 +310,7 @@ class AutoLength:
             self._owed = max(math.ceil((self.seen[PAID].until - self.clock()) / self._costs[1]), 0)
         if self._owed:  # the drafted steps lost to plain ones, as timed (Paid): the step just taken is timed
             steps, self._owed, self._paid_resting, plain = self._owed, 0, True, self._costs[1]
-            self._tick()
-            self._last, self._waiting = (None, 0, False, False), None
+            self._begin_rest()
             self.seen[PAID].until = self.clock() + steps * plain
             return steps
         if self._rested or self._probing:
@@ -328,10 +327,9 @@ class AutoLength:
             if steps <= 0:
                 return 0
             wait[0] += steps  # the rest's steps count as idle ones: the probe comes on time
-            # the step that chose not to draft is timed (its forward is done; the plain step's error
-            # weighs every choice to draft against it), the rest's steps are not
-            self._tick()
-            self._last, self._waiting = (None, 0, False, False), None
+            # the step that chose not to draft is timed (the plain step's error weighs every choice to
+            # draft against it)
+            self._begin_rest()
             return steps
         if self.clock is not None:
             # a rest cut short by the end of a generation would otherwise start again at the next
@@ -356,6 +354,11 @@ class AutoLength:
                     return 0
         self._last, self._rested = (None, 0, False, False), True  # untimed, after plain steps
         return PROBE_MAX
+
+    def _begin_rest(self) -> None:
+        """The step just taken is timed (its forward is done); the rest's plain steps are not."""
+        self._tick()
+        self._last, self._waiting = (None, 0, False, False), None
 
     def length(self, max_len: int, key=None, context: int | None = None) -> int:
         """The draft length for the next step (at most max_len; 0: no draft), for a draft of kind
