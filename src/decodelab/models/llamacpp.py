@@ -48,6 +48,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 import weakref
 from pathlib import Path
 
@@ -116,6 +117,7 @@ class _Weights:
         if not self.ptr:
             raise DecodeLabError(f"llama.cpp could not load '{path}' (see its message above)")
         self.pool: list[_Context] = []  # idle contexts, reused by fresh() (making one costs a graph reservation)
+        self._pool_lock = threading.Lock()  # fresh() and adapters' finalizers run in the server's worker threads
         weakref.finalize(self, _free_model, lib, self.ptr, self.pool)
         self.path = path
         self.vocab = lib.llama_model_get_vocab(self.ptr)
@@ -130,18 +132,21 @@ class _Weights:
         """An idle context of `cells` cells (with tree room or not) from the pool, or a new one (the
         adapter that takes it resets its cache)."""
         lib = _lib()
-        for i, c in enumerate(self.pool):
-            if c.cells == cells and c.trees == trees:
-                del self.pool[i]
-                lib.llama_set_n_threads(c.ptr, threads, threads)
-                return c
-        return _Context(self, cells, threads, trees)
+        with self._pool_lock:  # a context found idle is taken by one thread only
+            c = next((c for c in self.pool if c.cells == cells and c.trees == trees), None)
+            if c is not None:
+                self.pool.remove(c)
+        if c is None:
+            return _Context(self, cells, threads, trees)
+        lib.llama_set_n_threads(c.ptr, threads, threads)
+        return c
 
     def give_back(self, context: "_Context") -> None:
-        if len(self.pool) < 4:
-            self.pool.append(context)
-        else:
-            context.free()
+        with self._pool_lock:
+            if len(self.pool) < 4:
+                self.pool.append(context)
+                return
+        context.free()
 
     def meta(self, key: str) -> str | None:
         lib, buf = _lib(), ctypes.create_string_buffer(1 << 16)

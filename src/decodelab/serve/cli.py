@@ -28,6 +28,9 @@ def add_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"),
+                   help="torch (transformers) or llamacpp (llama.cpp; a model directory or zoo name is converted "
+                        "once to an f32 GGUF); auto: llama.cpp for a .gguf file, else torch")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--chat-template", metavar="FILE", help="a Jinja chat template for a model without one")
@@ -58,7 +61,7 @@ def spec_from(args) -> dict:
     if args.threads < 1:
         raise DecodeLabError(f"--threads must be at least 1, got {args.threads}")
     return {"model": args.model, "draft": args.draft, "name": args.name or args.model, "device": args.device,
-            "dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "chat_template": template,
+            "backend": args.backend, "dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "chat_template": template,
             "threads": args.threads, "limits": limits}
 
 
@@ -71,7 +74,8 @@ def build_engine(spec: dict) -> Engine:
 
     torch.set_num_threads(spec["threads"])
     quiet_transformers(progress_only=True)
-    load = dict(device=spec["device"], dtype=spec["dtype"], trust_remote_code=spec["trust_remote_code"])
+    load = dict(device=spec["device"], dtype=spec["dtype"], trust_remote_code=spec["trust_remote_code"],
+                backend=spec.get("backend", "auto"))
     model = api.load(spec["model"], **load)
     draft = api.load(spec["draft"], **load) if spec.get("draft") else None
     if spec.get("chat_template"):
