@@ -3,19 +3,17 @@ llama.cpp contexts taken from and given back to the weights' pool; every stream,
 method, equals the backend's greedy output for its prompt."""
 import argparse
 import concurrent.futures
-import json
 
 import pytest
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("fastapi")
 
-import httpx2 as httpx  # noqa: E402
-
 import decodelab  # noqa: E402
 from decodelab.models.llamacpp import LlamaCppLM  # noqa: E402
 from decodelab.serve.cli import add_commands, build_engine, spec_from  # noqa: E402
 from decodelab.serve.server import Background  # noqa: E402
+from serve.serve_helpers import stream_ids  # noqa: E402
 
 
 def test_concurrent_streams_on_the_backend_equal_its_greedy(tmp_path, monkeypatch):
@@ -31,14 +29,8 @@ def test_concurrent_streams_on_the_backend_equal_its_greedy(tmp_path, monkeypatc
     methods = ["greedy", "sps", "pld", "token_recycling"]
 
     def one(url, i):
-        body = {"prompt": prompts[i], "max_tokens": 24, "stream": True,
-                "decoding": {"method": methods[i % 4]} | ({"gamma": 2} if i % 4 == 1 else {})}
-        ids = []
-        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as s:
-            for line in s.iter_lines():
-                if line.startswith("data: {"):
-                    ids += json.loads(line[6:])["decodelab"].get("tokens", [])
-        return ids
+        return stream_ids(url, {"prompt": prompts[i], "max_tokens": 24, "stream": True,
+                                "decoding": {"method": methods[i % 4]} | ({"gamma": 2} if i % 4 == 1 else {})})
 
     with Background(engine) as url, concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda i: one(url, i), range(8)))

@@ -18,6 +18,20 @@ def start(model, draft=None, name="zoo:code-target", **limits) -> Background:
     return bg
 
 
+def stream_ids(url: str, body: dict) -> list[int]:
+    """The token ids a streamed completion sends (each chunk's decodelab extension)."""
+    import json
+
+    import httpx2 as httpx
+
+    ids = []
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: {"):
+                ids += json.loads(line[6:])["decodelab"].get("tokens", [])
+    return ids
+
+
 def openai_client(url: str):
     import openai
 

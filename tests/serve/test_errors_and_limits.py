@@ -11,7 +11,7 @@ import httpx2 as httpx
 import pytest
 
 import decodelab
-from serve.serve_helpers import openai_client, start
+from serve.serve_helpers import openai_client, start, stream_ids
 
 P = "def add(a, b):\n"
 
@@ -199,12 +199,7 @@ def test_concurrent_streams_each_get_their_own_greedy_output(server):
 
     def one(i):
         body = {"prompt": prompts[i], "max_tokens": 20, "stream": True, "decoding": {"method": methods[i % 4]}}
-        ids = []
-        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as s:
-            for line in s.iter_lines():
-                if line.startswith("data: {"):
-                    ids += json.loads(line[6:])["decodelab"].get("tokens", [])
-        return ids
+        return stream_ids(url, body)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, range(8)))
