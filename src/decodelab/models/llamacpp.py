@@ -117,7 +117,9 @@ class _Weights:
         if not self.ptr:
             raise DecodeLabError(f"llama.cpp could not load '{path}' (see its message above)")
         self.pool: list[_Context] = []  # idle contexts, reused by fresh() (making one costs a graph reservation)
-        self._pool_lock = threading.Lock()  # fresh() and adapters' finalizers run in the server's worker threads
+        # fresh() and adapters' finalizers run in the server's worker threads; re-entrant, since a finalizer
+        # (give_back) may run inside context() when a garbage collection happens there
+        self._pool_lock = threading.RLock()
         weakref.finalize(self, _free_model, lib, self.ptr, self.pool)
         self.path = path
         self.vocab = lib.llama_model_get_vocab(self.ptr)

@@ -61,8 +61,8 @@ def spec_from(args) -> dict:
     if args.threads < 1:
         raise DecodeLabError(f"--threads must be at least 1, got {args.threads}")
     return {"model": args.model, "draft": args.draft, "name": args.name or args.model, "device": args.device,
-            "backend": args.backend, "dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "chat_template": template,
-            "threads": args.threads, "limits": limits}
+            "backend": args.backend, "dtype": args.dtype, "trust_remote_code": args.trust_remote_code,
+            "chat_template": template, "threads": args.threads, "limits": limits}
 
 
 def build_engine(spec: dict) -> Engine:
