@@ -187,9 +187,9 @@ def answer(rows: list[dict]) -> list[str]:
     every prompt, and the fastest whose output is not, with its quality."""
     by_name = {r["row"]: r for r in rows}
     ok = [r for r in rows if r["status"] == "ok" and _speed(r)]
-    same = sorted((r for r in ok if _keeps_greedy(r, by_name)), key=_speed, reverse=True)
-    other = sorted((r for r in ok if not _keeps_greedy(r, by_name) and r.get("quality") is not None),
-                   key=_speed, reverse=True)
+    keeps = {r["row"]: _keeps_greedy(r, by_name) for r in ok}
+    same = sorted((r for r in ok if keeps[r["row"]]), key=_speed, reverse=True)
+    other = sorted((r for r in ok if not keeps[r["row"]] and r.get("quality") is not None), key=_speed, reverse=True)
     if not same and not other:
         return []
 
