@@ -20,7 +20,8 @@ def test_quantile_matches_linear_interpolation():
     assert metrics.quantile(xs, 0.0) == 1.0 and metrics.quantile(xs, 1.0) == 4.0
     assert metrics.quantile(xs, 0.25) == pytest.approx(1.75)
     assert metrics.quantile(xs, 0.5) == pytest.approx(2.5)
-    assert metrics.spread(xs) == {"median": 2.5, "q25": pytest.approx(1.75), "q75": pytest.approx(3.25), "n": 4}
+    assert metrics.spread(xs) == {"median": 2.5, "q25": pytest.approx(1.75), "q75": pytest.approx(3.25), "n": 4,
+                                  "min": 1.0, "max": 4.0}
     assert metrics.spread([]) is None
 
 

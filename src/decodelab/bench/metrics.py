@@ -73,10 +73,11 @@ def quantile(xs: list[float], q: float) -> float:
 
 
 def spread(xs: list[float]) -> dict | None:
-    """median and interquartile range of xs (None when empty)."""
+    """median, interquartile range and extremes of xs (None when empty)."""
     if not xs:
         return None
-    return {"median": statistics.median(xs), "q25": quantile(xs, 0.25), "q75": quantile(xs, 0.75), "n": len(xs)}
+    return {"median": statistics.median(xs), "q25": quantile(xs, 0.25), "q75": quantile(xs, 0.75), "n": len(xs),
+            "min": min(xs), "max": max(xs)}
 
 
 def per_prompt_times(records: list[dict], row: str, clock: str = "seconds") -> dict[int, tuple[int, float]]:

@@ -43,6 +43,11 @@ def _spread(s, fmt="{:.2f}") -> str:
     return f"{fmt.format(s['median'])} [{fmt.format(s['q25'])}-{fmt.format(s['q75'])}]"
 
 
+def _range(s) -> str:
+    """", lo-hi": the extremes over prompts (results written before they were kept: nothing)."""
+    return f", {s['min']:.2f}-{s['max']:.2f}" if s and s.get("min") is not None else ""
+
+
 def _exact(row: dict) -> str:
     em = row.get("exact_match")
     if row.get("exact_match_ref") is None and row["row"] == "greedy":
@@ -131,9 +136,9 @@ def markdown(results: dict) -> str:
             cells += [_share(r)] if share else []
             cells += [_num(r["peak_mem_mb"], "{:.0f}"), _exact(r), _quality(r), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
-        pairs = [f"{r['row']} / {r['peer_row']} = {_spread(r['speedup_vs_peer'])}" for r in rows
-                 if r.get("speedup_vs_peer")]
-        lines += ["", "vs the peer doing the same job (per-prompt speed ratio, median [IQR]): "
+        pairs = [f"{r['row']} / {r['peer_row']} = {_spread(r['speedup_vs_peer'])}{_range(r['speedup_vs_peer'])}"
+                 for r in rows if r.get("speedup_vs_peer")]
+        lines += ["", "vs the peer doing the same job (per-prompt speed ratio, median [IQR], range): "
                   + "; ".join(pairs)] if pairs else []
         said = answer(rows)
         lines += ["", *said] if said else []
@@ -194,9 +199,15 @@ def answer(rows: list[dict]) -> list[str]:
         return []
 
     def speed(r, spread: bool = True):
-        s, llama = r["speedup_vs_greedy"], (r.get("speedup_vs_llamacpp_greedy") or {}).get("median")
-        notes = ([f"IQR {s['q25']:.2f}-{s['q75']:.2f}"] if spread and s.get("q25") is not None else []) + \
-            ([f"{llama:.2f}x llama.cpp's greedy"] if llama and r["row"] != "llamacpp:greedy" else [])
+        """Its median ratio to our greedy, with (spread) the IQR, and to llama.cpp's greedy; with
+        (spread) its slowest prompt against llama.cpp's greedy where the run has it, else ours."""
+        s, llama = r["speedup_vs_greedy"], r.get("speedup_vs_llamacpp_greedy") or {}
+        vs_llama = llama.get("median") is not None and r["row"] != "llamacpp:greedy"
+        notes = [f"IQR {s['q25']:.2f}-{s['q75']:.2f}"] if spread and s.get("q25") is not None else []
+        slowest = (llama if vs_llama else s if r["row"] != "greedy" else {}).get("min") if spread else None
+        slowest = f"{slowest:.2f}x on its slowest prompt" if slowest is not None else None
+        notes += [f"{llama['median']:.2f}x llama.cpp's greedy" + (f", {slowest}" if slowest else "")] if vs_llama \
+            else [slowest] if slowest else []
         return f"{s['median']:.2f}x our greedy" + (f" ({'; '.join(notes)})" if notes else "")
 
     text = "**Fastest here**"
