@@ -204,8 +204,8 @@ def answer(rows: list[dict]) -> list[str]:
         s, llama = r["speedup_vs_greedy"], r.get("speedup_vs_llamacpp_greedy") or {}
         vs_llama = llama.get("median") is not None and r["row"] != "llamacpp:greedy"
         notes = [f"IQR {s['q25']:.2f}-{s['q75']:.2f}"] if spread and s.get("q25") is not None else []
-        slowest = (llama if vs_llama else s if r["row"] != "greedy" else {}).get("min") if spread else None
-        slowest = f"{slowest:.2f}x on its slowest prompt" if slowest is not None else None
+        worst = (llama if vs_llama else s if r["row"] != "greedy" else {}).get("min") if spread else None
+        slowest = f"{worst:.2f}x on its slowest prompt" if worst is not None else None
         notes += [f"{llama['median']:.2f}x llama.cpp's greedy" + (f", {slowest}" if slowest else "")] if vs_llama \
             else [slowest] if slowest else []
         return f"{s['median']:.2f}x our greedy" + (f" ({'; '.join(notes)})" if notes else "")
