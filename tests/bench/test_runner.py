@@ -86,8 +86,15 @@ def test_rows_peers_and_counts(tiny_dirs):
     json.dumps(res)  # the whole document is JSON
     from decodelab.bench import report
 
-    (answer,) = [x for x in report.markdown(res).splitlines() if x.startswith("**Fastest here**")]
+    md = report.markdown(res).splitlines()
+    (answer,) = [x for x in md if x.startswith("**Fastest here**")]
     assert "with our greedy's output on every prompt: `" in answer and "With another output: `sample` at " in answer
+    # the peer line: each pair's median [IQR] and its range over the prompts
+    s = _row(res, "sps:gamma=3")["speedup_vs_peer"]
+    assert s["min"] <= s["q25"] <= s["median"] <= s["q75"] <= s["max"]
+    (peers,) = [x for x in md if x.startswith("vs the peer")]
+    assert (f"sps:gamma=3 / hf:assisted = {s['median']:.2f} [{s['q25']:.2f}-{s['q75']:.2f}], "
+            f"{s['min']:.2f}-{s['max']:.2f}") in peers
 
 
 def test_planted_divergent_method_is_a_failure_row(tiny_dirs, planted):
