@@ -204,10 +204,12 @@ def answer(rows: list[dict]) -> list[str]:
         s, llama = r["speedup_vs_greedy"], r.get("speedup_vs_llamacpp_greedy") or {}
         vs_llama = llama.get("median") is not None and r["row"] != "llamacpp:greedy"
         notes = [f"IQR {s['q25']:.2f}-{s['q75']:.2f}"] if spread and s.get("q25") is not None else []
-        worst = (llama if vs_llama else s if r["row"] != "greedy" else {}).get("min") if spread else None
-        slowest = f"{worst:.2f}x on its slowest prompt" if worst is not None else None
-        notes += [f"{llama['median']:.2f}x llama.cpp's greedy" + (f", {slowest}" if slowest else "")] if vs_llama \
-            else [slowest] if slowest else []
+        ref = llama if vs_llama else {} if r["row"] == "greedy" else s  # greedy against itself says nothing
+        slowest = f"{ref['min']:.2f}x on its slowest prompt" if spread and ref.get("min") is not None else None
+        if vs_llama:
+            notes.append(f"{llama['median']:.2f}x llama.cpp's greedy" + (f", {slowest}" if slowest else ""))
+        elif slowest:
+            notes.append(slowest)
         return f"{s['median']:.2f}x our greedy" + (f" ({'; '.join(notes)})" if notes else "")
 
     text = "**Fastest here**"
